@@ -1,0 +1,48 @@
+"""``manual-backprop``: the command line, built on LightningCLI.
+
+``manual-backprop fit`` with no arguments trains the default sigmoid MLP on the digits with manual
+backprop, logs error terms to TensorBoard under ``lightning_logs/``, and prints the validation
+accuracy and the ``tensorboard`` command to look at the run. Every LightningCLI flag works
+(``--trainer.max_steps``, ``--print_config``, ``-c config.yaml``, ...).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+from jsonargparse import lazy_instance
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+
+from lightning_modules.callbacks import ErrorTermLogger
+from lightning_modules.data import DigitsDataModule
+from lightning_modules.models import SigmoidMLP
+from lightning_modules.module import ManualBackpropModule
+
+
+class ManualBackpropCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(ErrorTermLogger, "error_terms")
+        parser.set_defaults({"model.network": lazy_instance(SigmoidMLP)})
+
+    def after_fit(self) -> None:
+        metrics = self.trainer.validate(self.model, datamodule=self.datamodule, verbose=False)[0]
+        if not self.trainer.is_global_zero:
+            return
+        print(f"\nvalidation accuracy: {metrics['val_acc']:.1%}")
+        if self.trainer.logger is not None:
+            logdir = os.path.relpath(self.trainer.logger.root_dir)
+            print(f"look at the error terms: tensorboard --logdir {logdir}")
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of the ``manual-backprop`` console script."""
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*The number of training batches.*")
+    ManualBackpropCLI(
+        ManualBackpropModule,
+        DigitsDataModule,
+        seed_everything_default=0,
+        trainer_defaults={"max_epochs": 10, "enable_model_summary": False},
+        args=args,
+    )

@@ -1,0 +1,33 @@
+"""manual_backprop: PyTorch layers whose backward pass is the chain rule, written out by hand.
+
+    model = manual_backprop.convert(model)          # swap in the hand-written layers
+    with manual_backprop.record_error_terms(model) as rec:
+        loss_fn(model(x), y).backward()
+    rec["fc1"]                                      # δ = ∂C/∂z of layer fc1
+"""
+
+from manual_backprop import functional, nn
+from manual_backprop.audit import BackwardAudit, audit_backward
+from manual_backprop.convert import convert, is_manual, restore, unsupported_modules
+from manual_backprop.errors import LayerInputError, UnsupportedModuleError
+from manual_backprop.nn import SUPPORTED_MODULES
+from manual_backprop.recording import ErrorTerms, record_error_terms
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SUPPORTED_MODULES",
+    "BackwardAudit",
+    "ErrorTerms",
+    "LayerInputError",
+    "UnsupportedModuleError",
+    "__version__",
+    "audit_backward",
+    "convert",
+    "functional",
+    "is_manual",
+    "nn",
+    "record_error_terms",
+    "restore",
+    "unsupported_modules",
+]

@@ -1,0 +1,95 @@
+"""The audit: proof that a backward pass ran only hand-written chain rules.
+
+Two independent checks on one ``loss.backward()``:
+
+1. the backward graph, walked from ``loss.grad_fn``, holds only manual_backprop Functions (plus
+   ``AccumulateGrad``, which adds a finished gradient into a leaf's ``.grad`` and computes nothing);
+2. no ATen ``*_backward`` kernel is dispatched while backward runs (recorded with a
+   ``TorchDispatchMode``), so no Function handed its work to a built-in gradient.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+#: graph nodes that compute no derivative
+NEUTRAL_NODES = frozenset({"AccumulateGrad"})
+
+
+def _is_manual_node(node) -> bool:
+    forward_cls = getattr(node, "_forward_cls", None)
+    return forward_cls is not None and forward_cls.__module__.startswith("manual_backprop.")
+
+
+def _node_name(node) -> str:
+    forward_cls = getattr(node, "_forward_cls", None)
+    return forward_cls.__qualname__ if forward_cls is not None else type(node).__name__
+
+
+def backward_graph(loss: torch.Tensor) -> Counter[str]:
+    """Every node of ``loss``'s backward graph, counted by name (a Function's class name)."""
+    if loss.grad_fn is None:
+        raise ValueError("audit: the loss has no backward graph (does it require grad?)")
+    seen, stack, names = set(), [loss.grad_fn], Counter()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names[_node_name(node) + ("" if _is_manual_node(node) else " (native)")] += 1
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+class _RecordOps(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops[str(func)] += 1
+        return func(*args, **(kwargs or {}))
+
+
+@dataclass
+class BackwardAudit:
+    """What one audited ``loss.backward()`` ran."""
+
+    graph: Counter[str]
+    """every node of the backward graph by name; native ones end in ' (native)'"""
+    dispatched: Counter[str]
+    """every ATen op dispatched during backward"""
+    native_nodes: list[str] = field(init=False)
+    backward_kernels: list[str] = field(init=False)
+
+    def __post_init__(self):
+        self.native_nodes = sorted(
+            n for n in self.graph if n.endswith(" (native)") and n.removesuffix(" (native)") not in NEUTRAL_NODES
+        )
+        self.backward_kernels = sorted(op for op in self.dispatched if "backward" in op)
+
+    @property
+    def ok(self) -> bool:
+        """True when the backward was hand-written through and through."""
+        return not self.native_nodes and not self.backward_kernels
+
+    def __str__(self) -> str:
+        lines = ["backward graph:"] + [f"  {count:3d} × {name}" for name, count in sorted(self.graph.items())]
+        lines.append(f"ops dispatched during backward: {', '.join(sorted(self.dispatched)) or '(none)'}")
+        if self.ok:
+            lines.append("verdict: every derivative came from manual_backprop's hand-written backward")
+        else:
+            lines.append(f"verdict: native gradient nodes {self.native_nodes}, backward kernels {self.backward_kernels}")
+        return "\n".join(lines)
+
+
+def audit_backward(loss: torch.Tensor, **backward_kwargs) -> BackwardAudit:
+    """Run ``loss.backward(**backward_kwargs)`` and report which gradients it ran (see module doc)."""
+    graph = backward_graph(loss)
+    with _RecordOps() as recorder:
+        loss.backward(**backward_kwargs)
+    return BackwardAudit(graph, recorder.ops)

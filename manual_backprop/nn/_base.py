@@ -1,0 +1,48 @@
+"""What every drop-in module shares: registration for ``convert``, and errors that name the layer."""
+
+from __future__ import annotations
+
+import functools
+
+from torch import nn
+
+from manual_backprop.errors import LayerInputError
+
+#: native ``torch.nn`` class → its manual drop-in; filled by :func:`register` next to each module.
+SUPPORTED_MODULES: dict[type[nn.Module], type[nn.Module]] = {}
+
+#: attribute ``convert`` sets on each manual module: its path in the converted model.
+PATH_ATTR = "_manual_backprop_path"
+
+
+def register(native: type[nn.Module]):
+    """Class decorator: ``@register(nn.Linear)`` makes ``convert`` swap nn.Linear for this class."""
+
+    def decorate(manual: type[nn.Module]) -> type[nn.Module]:
+        if not issubclass(manual, native):
+            raise TypeError(f"{manual.__name__} must subclass {native.__name__} to replace it")
+        SUPPORTED_MODULES[native] = manual
+        return manual
+
+    return decorate
+
+
+def layer_name(module: nn.Module) -> str:
+    """``layer 'encoder.fc1' (Linear)`` once converted; the module's repr for one built by hand."""
+    path = getattr(module, PATH_ATTR, None)
+    if path is None:
+        return f"layer {module!r}"
+    return f"layer {path or '(root)'!r} ({type(module).__name__})"
+
+
+def names_the_layer(forward):
+    """Decorates a drop-in ``forward``: a :class:`LayerInputError` gets the layer's path in front."""
+
+    @functools.wraps(forward)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return forward(self, *args, **kwargs)
+        except LayerInputError as err:
+            raise LayerInputError(f"{layer_name(self)}: {err}") from None
+
+    return wrapper

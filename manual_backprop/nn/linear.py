@@ -1,0 +1,18 @@
+"""Drop-in linear layer. Each subclasses its ``torch.nn`` twin (same constructor, parameters and
+``state_dict``) and only changes ``forward`` to call the hand-written Functions."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from manual_backprop import functional as MF
+from manual_backprop.nn._base import names_the_layer, register
+
+
+@register(nn.Linear)
+class Linear(nn.Linear):
+    """z = a_prev · Wᵀ + b  (see :class:`manual_backprop.functional.linear.Linear`)."""
+
+    @names_the_layer
+    def forward(self, input: Tensor) -> Tensor:
+        return MF.linear(input, self.weight, self.bias)

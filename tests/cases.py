@@ -1,0 +1,106 @@
+"""One table of layer configurations: gradcheck, gradgradcheck, parity with torch and the audit
+all read it, so a new layer is one more row here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+import manual_backprop.functional as MF
+
+DT = torch.float64
+
+
+def away_from_zero(*shape):
+    """Values with |x| ≥ 0.1, so finite differences never straddle a kink at 0."""
+    x = torch.randn(*shape, dtype=DT)
+    return x + 0.1 * torch.sign(x)
+
+
+def leaf(t):
+    return t.detach().requires_grad_(True)
+
+
+@dataclass
+class Case:
+    """One call of a Function: ``manual(*args, **kwargs)`` vs ``native(*args, **kwargs)``."""
+
+    id: str
+    manual: Callable
+    native: Callable
+    make_args: Callable[[], tuple]
+    kwargs: dict = field(default_factory=dict)
+
+    def args(self):
+        return self.make_args()
+
+
+def _linear(batch, n_in=3, n_out=2, bias=True):
+    return lambda: (leaf(torch.randn(*batch, n_in, dtype=DT)), leaf(torch.randn(n_out, n_in, dtype=DT)),
+                    leaf(torch.randn(n_out, dtype=DT)) if bias else None)
+
+
+def _inplace(fn):
+    """An in-place call on a copy, so the leaf the checks perturb is never overwritten."""
+    return lambda x, **kw: fn(x * 1, inplace=True, **kw)
+
+
+def _ce(shape, targets="index", weight=False, **kwargs):
+    def make():
+        z = leaf(torch.randn(*shape, dtype=DT))
+        c_dim = 1 if len(shape) >= 2 else 0
+        n_classes = shape[c_dim]
+        if targets == "index":
+            t = torch.randint(0, n_classes, shape[:c_dim] + shape[c_dim + 1:])
+            if "ignore_index" in kwargs and t.numel() > 1:
+                t.view(-1)[0] = kwargs["ignore_index"]
+        else:
+            t = leaf(torch.softmax(torch.randn(*shape, dtype=DT), c_dim))
+        w = torch.rand(n_classes, dtype=DT) + 0.5 if weight else None
+        return z, t, w
+    return make
+
+
+FUNCTION_CASES: list[Case] = [
+    Case("linear-2d", MF.linear, F.linear, _linear((4,))),
+    Case("linear-unbatched", MF.linear, F.linear, _linear(())),
+    Case("linear-3d-batch", MF.linear, F.linear, _linear((2, 3), 4, 5)),
+    Case("linear-no-bias", MF.linear, F.linear, _linear((4,), bias=False)),
+    *[Case(f"{name}-{len(s)}d", mf, nf, (lambda s=s: (leaf(away_from_zero(*s)),)))
+      for name, mf, nf in [("sigmoid", MF.sigmoid, torch.sigmoid), ("tanh", MF.tanh, torch.tanh),
+                           ("relu", MF.relu, F.relu)]
+      for s in [(5,), (3, 4), (2, 3, 4)]],
+    Case("relu-inplace", _inplace(MF.relu), _inplace(F.relu), lambda: (leaf(away_from_zero(3, 4)),)),
+    *[Case(f"{name}-dim{d}", mf, nf, lambda: (leaf(torch.randn(2, 3, 4, dtype=DT)),), {"dim": d})
+      for name, mf, nf in [("softmax", MF.softmax, F.softmax), ("log_softmax", MF.log_softmax, F.log_softmax)]
+      for d in (0, 1, -1)],
+    *[Case(f"mse-{r}", MF.mse_loss, F.mse_loss,
+           lambda: (leaf(torch.randn(4, 3, dtype=DT)), leaf(torch.randn(4, 3, dtype=DT))), {"reduction": r})
+      for r in ("mean", "sum", "none")],
+    *[Case(f"mse-weighted-{r}", MF.mse_loss, F.mse_loss,
+           lambda: (leaf(torch.randn(4, 3, dtype=DT)), torch.randn(4, 3, dtype=DT), leaf(torch.rand(4, 3, dtype=DT) + 0.5)),
+           {"reduction": r})
+      for r in ("mean", "sum", "none")],
+    *[Case(f"ce-{r}", MF.cross_entropy, F.cross_entropy, _ce((5, 4)), {"reduction": r})
+      for r in ("mean", "sum", "none")],
+    Case("ce-unbatched", MF.cross_entropy, F.cross_entropy, _ce((4,))),
+    Case("ce-spatial", MF.cross_entropy, F.cross_entropy, _ce((2, 4, 3, 2))),
+    *[Case(f"ce-weight-ignore-smooth-{r}", MF.cross_entropy, F.cross_entropy, _ce((6, 4), weight=True, ignore_index=1),
+           {"reduction": r, "ignore_index": 1, "label_smoothing": 0.2})
+      for r in ("mean", "sum", "none")],
+    Case("ce-ignore-default", MF.cross_entropy, F.cross_entropy, _ce((5, 3), ignore_index=-100)),
+    *[Case(f"ce-probabilities-{r}", MF.cross_entropy, F.cross_entropy, _ce((5, 4), targets="prob", weight=True),
+           {"reduction": r, "label_smoothing": 0.1})
+      for r in ("mean", "none")],
+    Case("ce-probabilities-spatial", MF.cross_entropy, F.cross_entropy, _ce((2, 3, 4), targets="prob")),
+]
+
+
+def call(fn, args, kwargs):
+    """Loss functions take their third argument (weight) by keyword."""
+    if len(args) == 3 and fn in (MF.mse_loss, F.mse_loss, MF.cross_entropy, F.cross_entropy):
+        return fn(args[0], args[1], weight=args[2], **kwargs)
+    return fn(*args, **kwargs)
