@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 
 from torch import nn
@@ -18,7 +19,7 @@ class SigmoidMLP(nn.Sequential):
         if len(sizes) < 2:
             raise ValueError(f"SigmoidMLP: sizes needs an input and an output width, got {sizes}")
         layers: OrderedDict[str, nn.Module] = OrderedDict()
-        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+        for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes), start=1):
             layers[f"fc{i}"] = nn.Linear(n_in, n_out)
             if i < len(sizes) - 1:
                 layers[f"sigmoid{i}"] = nn.Sigmoid()

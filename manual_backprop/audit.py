@@ -10,6 +10,7 @@ Two independent checks on one ``loss.backward()``:
 
 from __future__ import annotations
 
+import textwrap
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -40,7 +41,10 @@ def backward_graph(loss: torch.Tensor) -> Counter[str]:
         if node is None or node in seen:
             continue
         seen.add(node)
-        names[_node_name(node) + ("" if _is_manual_node(node) else " (native)")] += 1
+        name = _node_name(node)
+        if not _is_manual_node(node):
+            name += " (no calculus)" if name in NEUTRAL_NODES else " (native)"
+        names[name] += 1
         stack.extend(next_node for next_node, _ in node.next_functions)
     return names
 
@@ -60,16 +64,15 @@ class BackwardAudit:
     """What one audited ``loss.backward()`` ran."""
 
     graph: Counter[str]
-    """every node of the backward graph by name; native ones end in ' (native)'"""
+    """every node of the backward graph by name; native ones end in ' (native)', the ones that only
+    store a finished gradient (``AccumulateGrad``) in ' (no calculus)'"""
     dispatched: Counter[str]
     """every ATen op dispatched during backward"""
     native_nodes: list[str] = field(init=False)
     backward_kernels: list[str] = field(init=False)
 
     def __post_init__(self):
-        self.native_nodes = sorted(
-            n for n in self.graph if n.endswith(" (native)") and n.removesuffix(" (native)") not in NEUTRAL_NODES
-        )
+        self.native_nodes = sorted(n for n in self.graph if n.endswith(" (native)"))
         self.backward_kernels = sorted(op for op in self.dispatched if "backward" in op)
 
     @property
@@ -79,11 +82,15 @@ class BackwardAudit:
 
     def __str__(self) -> str:
         lines = ["backward graph:"] + [f"  {count:3d} × {name}" for name, count in sorted(self.graph.items())]
-        lines.append(f"ops dispatched during backward: {', '.join(sorted(self.dispatched)) or '(none)'}")
+        ops = textwrap.fill(", ".join(sorted(self.dispatched)) or "(none)", 100, initial_indent="  ",
+                            subsequent_indent="  ")
+        lines.append(f"ops dispatched during backward:\n{ops}")
         if self.ok:
             lines.append("verdict: every derivative came from manual_backprop's hand-written backward")
         else:
-            lines.append(f"verdict: native gradient nodes {self.native_nodes}, backward kernels {self.backward_kernels}")
+            lines.append(
+                f"verdict: native gradient nodes {self.native_nodes}, backward kernels {self.backward_kernels}"
+            )
         return "\n".join(lines)
 
 

@@ -81,7 +81,8 @@ FUNCTION_CASES: list[Case] = [
            lambda: (leaf(torch.randn(4, 3, dtype=DT)), leaf(torch.randn(4, 3, dtype=DT))), {"reduction": r})
       for r in ("mean", "sum", "none")],
     *[Case(f"mse-weighted-{r}", MF.mse_loss, F.mse_loss,
-           lambda: (leaf(torch.randn(4, 3, dtype=DT)), torch.randn(4, 3, dtype=DT), leaf(torch.rand(4, 3, dtype=DT) + 0.5)),
+           lambda: (leaf(torch.randn(4, 3, dtype=DT)), torch.randn(4, 3, dtype=DT),
+                    leaf(torch.rand(4, 3, dtype=DT) + 0.5)),
            {"reduction": r})
       for r in ("mean", "sum", "none")],
     *[Case(f"ce-{r}", MF.cross_entropy, F.cross_entropy, _ce((5, 4)), {"reduction": r})
@@ -104,3 +105,26 @@ def call(fn, args, kwargs):
     if len(args) == 3 and fn in (MF.mse_loss, F.mse_loss, MF.cross_entropy, F.cross_entropy):
         return fn(args[0], args[1], weight=args[2], **kwargs)
     return fn(*args, **kwargs)
+
+
+# -- models: Linear with each activation, each loss ------------------------------------------------
+ACTIVATIONS = {
+    "sigmoid": lambda: torch.nn.Sigmoid(),
+    "tanh": lambda: torch.nn.Tanh(),
+    "relu": lambda: torch.nn.ReLU(),
+    "relu-inplace": lambda: torch.nn.ReLU(inplace=True),
+    "softmax": lambda: torch.nn.Softmax(dim=1),
+    "log_softmax": lambda: torch.nn.LogSoftmax(dim=1),
+}
+LOSSES = {
+    "mse": (lambda: torch.nn.MSELoss(), lambda n, c: torch.randn(n, c, dtype=DT)),
+    "cross_entropy": (lambda: torch.nn.CrossEntropyLoss(), lambda n, c: torch.randint(0, c, (n,))),
+}
+MODEL_CASES = [(a, loss) for a in ACTIVATIONS for loss in LOSSES]
+
+
+def native_model(activation: str) -> torch.nn.Sequential:
+    """Linear → activation → Linear → activation, in float64."""
+    return torch.nn.Sequential(
+        torch.nn.Linear(5, 4), ACTIVATIONS[activation](), torch.nn.Linear(4, 3), ACTIVATIONS[activation]()
+    ).to(DT)

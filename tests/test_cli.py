@@ -1,0 +1,66 @@
+"""The ``manual-backprop`` command line."""
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from tb import read_events
+
+from lightning_modules.cli import main
+
+FAST = ["--trainer.max_steps=3", "--trainer.enable_progress_bar=false", "--error_terms.every_n_steps=1"]
+
+
+def test_fit_prints_accuracy_and_the_tensorboard_command(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *FAST])
+    out = capsys.readouterr().out
+    assert re.search(r"validation accuracy: \d+\.\d%", out)
+    assert "tensorboard --logdir lightning_logs" in out
+    run = tmp_path / "lightning_logs" / "version_0"
+    assert "error_terms/fc1" in read_events(run).Tags()["histograms"]
+
+
+def test_print_config_round_trips(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--print_config", "--model.lr=0.25"])
+    assert done.value.code == 0
+    printed = capsys.readouterr().out
+    config = yaml.safe_load(printed)
+    assert config["model"]["network"]["class_path"].endswith("SigmoidMLP")
+    assert config["model"]["lr"] == 0.25 and config["error_terms"]["every_n_steps"] == 50
+    (tmp_path / "config.yaml").write_text(printed)
+    main(["fit", "-c", "config.yaml", *FAST])
+    saved = yaml.safe_load((tmp_path / "lightning_logs" / "version_0" / "config.yaml").read_text())
+    assert saved["model"]["lr"] == 0.25
+
+
+def test_unknown_loss_lists_the_choices(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--model.loss=hinge"])
+    assert done.value.code != 0
+    err = capsys.readouterr().err
+    assert "hinge" in err and "cross_entropy" in err and "mse" in err
+
+
+@pytest.mark.slow
+def test_default_fit_learns_the_digits_in_well_under_a_minute(tmp_path):
+    """The README's main job, as a user runs it: the console script, no arguments."""
+    script = Path(sys.executable).parent / "manual-backprop"
+    started = time.monotonic()
+    done = subprocess.run([str(script), "fit"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stderr[-3000:]
+    accuracy = float(re.search(r"validation accuracy: (\d+\.\d)%", done.stdout).group(1))
+    assert accuracy > 90.0
+    assert "tensorboard --logdir lightning_logs" in done.stdout
+    assert elapsed < 60, f"took {elapsed:.0f} s"
+    tags = read_events(tmp_path / "lightning_logs" / "version_0").Tags()
+    assert {"error_terms/fc1", "error_terms/fc2"} <= set(tags["histograms"])

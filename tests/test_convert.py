@@ -1,0 +1,125 @@
+"""convert / restore: what a user swapping layers into an existing model relies on."""
+
+import copy
+import io
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import manual_backprop as mbp
+
+
+class Encoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(4, 3)
+        self.act = nn.Tanh()
+
+    def forward(self, x):
+        return self.act(self.fc1(x))
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder = Encoder()
+        self.head = nn.Sequential(nn.Linear(3, 2), nn.LogSoftmax(dim=-1))
+
+    def forward(self, x):
+        return self.head(self.encoder(x))
+
+
+def test_convert_swaps_in_place_and_keeps_the_parameters():
+    model = Net()
+    params_before = dict(model.named_parameters())
+    keys_before = list(model.state_dict())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    assert mbp.convert(model) is model
+    assert type(model.encoder.fc1) is mbp.nn.Linear and type(model.head[1]) is mbp.nn.LogSoftmax
+    assert all(p is params_before[name] for name, p in model.named_parameters())
+    assert list(model.state_dict()) == keys_before
+    before = model.encoder.fc1.weight.detach().clone()
+    model(torch.randn(5, 4)).sum().backward()
+    optimizer.step()  # the optimizer built before the swap still moves the same tensors
+    assert not torch.equal(before, model.encoder.fc1.weight)
+
+
+def test_convert_swaps_the_root_module_itself():
+    layer = nn.Linear(3, 2)
+    assert mbp.convert(layer) is layer
+    assert type(layer) is mbp.nn.Linear
+
+
+def test_convert_is_idempotent_and_restore_swaps_back():
+    model = mbp.convert(mbp.convert(Net()))
+    assert type(model.encoder.fc1) is mbp.nn.Linear
+    mbp.restore(model)
+    assert type(model.encoder.fc1) is nn.Linear and type(model.head[0]) is nn.Linear
+    assert not any(mbp.is_manual(m) for m in model.modules())
+    assert all(not hasattr(m, "_manual_backprop_path") for m in model.modules())
+
+
+def test_converted_model_deepcopies_pickles_and_loads_native_state():
+    model = mbp.convert(Net())
+    clone = copy.deepcopy(model)
+    assert type(clone.encoder.fc1) is mbp.nn.Linear
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    buffer.seek(0)
+    native = Net()
+    native.load_state_dict(torch.load(buffer, weights_only=True))
+    x = torch.randn(2, 4)
+    torch.testing.assert_close(native(x), model(x))
+
+
+def test_supported_modules_maps_native_to_manual():
+    assert mbp.SUPPORTED_MODULES[nn.Linear] is mbp.nn.Linear
+    assert all(issubclass(manual, native) for native, manual in mbp.SUPPORTED_MODULES.items())
+
+
+def test_strict_lists_every_unsupported_module_and_swaps_nothing():
+    class Scale(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gain = nn.Parameter(torch.ones(3))
+            self.fc = nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.fc(x) * self.gain
+
+    class MyLinear(nn.Linear):
+        pass
+
+    model = nn.Sequential(nn.Linear(4, 3), nn.Dropout(0.1), Scale(), MyLinear(3, 3), nn.Flatten(), nn.Identity())
+    with pytest.raises(mbp.UnsupportedModuleError) as info:
+        mbp.convert(model, strict=True)
+    message = str(info.value)
+    assert "3 module(s)" in message
+    assert "1: Dropout (no manual version yet)" in message
+    assert "2: Scale (uses parameters of its own in a native forward)" in message
+    assert "3: MyLinear (subclass of a supported layer" in message
+    assert "Flatten" not in message and "Identity" not in message
+    assert type(model[0]) is nn.Linear  # nothing was swapped
+
+
+def test_non_strict_warns_about_what_stays_native():
+    model = nn.Sequential(nn.Linear(4, 3), nn.Dropout(0.1))
+    with pytest.warns(UserWarning, match=r"1: Dropout"):
+        mbp.convert(model)
+    assert type(model[0]) is mbp.nn.Linear
+
+
+def test_fully_supported_model_converts_silently():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mbp.convert(Net(), strict=True)
+
+
+@pytest.mark.parametrize("thing", [42, "model", torch.randn(2), [nn.Linear(2, 2)]])
+def test_convert_rejects_what_is_not_a_module(thing):
+    with pytest.raises(TypeError, match=r"torch\.nn\.Module"):
+        mbp.convert(thing)
+    with pytest.raises(TypeError, match=r"torch\.nn\.Module"):
+        mbp.restore(thing)

@@ -1,0 +1,125 @@
+"""Converted models against native ones, and the audit on each: the same numbers, and every
+derivative from a hand-written backward."""
+
+import copy
+
+import pytest
+import torch
+from cases import DT, LOSSES, MODEL_CASES, native_model
+
+import manual_backprop as mbp
+
+
+def _run(model, loss_fn, x, y):
+    out = model(x)
+    loss = loss_fn(out, y)
+    return out, loss
+
+
+@pytest.mark.parametrize(("activation", "loss_name"), MODEL_CASES)
+def test_converted_model_matches_native(activation, loss_name):
+    make_loss, make_target = LOSSES[loss_name]
+    native = native_model(activation)
+    manual = mbp.convert(copy.deepcopy(native), strict=True)
+    x, y = torch.randn(6, 5, dtype=DT), make_target(6, 3)
+    out_n, loss_n = _run(native, make_loss(), x, y)
+    out_m, loss_m = _run(manual, mbp.convert(make_loss()), x, y)
+    torch.testing.assert_close(out_m, out_n, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(loss_m, loss_n, rtol=1e-10, atol=1e-10)
+    loss_n.backward()
+    audit = mbp.audit_backward(loss_m)
+    assert audit.ok, str(audit)
+    for (name, p_m), (_, p_n) in zip(manual.named_parameters(), native.named_parameters()):
+        torch.testing.assert_close(p_m.grad, p_n.grad, rtol=1e-10, atol=1e-10, msg=name)
+
+
+@pytest.mark.parametrize(("activation", "loss_name"), MODEL_CASES)
+def test_input_gradient_matches_native(activation, loss_name):
+    make_loss, make_target = LOSSES[loss_name]
+    native = native_model(activation)
+    manual = mbp.convert(copy.deepcopy(native))
+    x = torch.randn(6, 5, dtype=DT, requires_grad=True)
+    y = make_target(6, 3)
+    (g_m,) = torch.autograd.grad(mbp.convert(make_loss())(manual(x), y), x)
+    (g_n,) = torch.autograd.grad(make_loss()(native(x), y), x)
+    torch.testing.assert_close(g_m, g_n, rtol=1e-10, atol=1e-10)
+
+
+def test_audit_catches_native_backward():
+    """The negative control: the same model unconverted fails the audit, by name."""
+    native = native_model("sigmoid")
+    loss = torch.nn.CrossEntropyLoss()(native(torch.randn(4, 5, dtype=DT)), torch.tensor([0, 1, 2, 0]))
+    audit = mbp.audit_backward(loss)
+    assert not audit.ok
+    assert "SigmoidBackward0 (native)" in audit.native_nodes
+    assert "aten.sigmoid_backward.default" in audit.backward_kernels
+    assert "verdict: native gradient nodes" in str(audit)
+
+
+def test_audit_catches_a_native_op_between_manual_layers():
+    model = mbp.convert(native_model("tanh"))
+    out = model(torch.randn(4, 5, dtype=DT))
+    audit = mbp.audit_backward(mbp.functional.mse_loss(torch.exp(out), torch.zeros_like(out)))
+    assert audit.native_nodes == ["ExpBackward0 (native)"]
+
+
+@pytest.mark.parametrize(
+    "native_cls",
+    [torch.nn.Linear, torch.nn.Sigmoid, torch.nn.Tanh, torch.nn.ReLU, torch.nn.Softmax, torch.nn.LogSoftmax,
+     torch.nn.MSELoss, torch.nn.CrossEntropyLoss],
+)
+def test_drop_in_is_a_subclass_with_the_same_constructor(native_cls):
+    import inspect
+
+    manual_cls = mbp.SUPPORTED_MODULES[native_cls]
+    assert issubclass(manual_cls, native_cls)
+
+    def params(fn):  # names, kinds and defaults (annotations may be strings on one side)
+        return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
+
+    assert params(manual_cls.__init__) == params(native_cls.__init__)
+    assert params(manual_cls.forward) == params(native_cls.forward)
+
+
+def test_state_dict_is_the_same():
+    native = torch.nn.Linear(3, 2)
+    manual = mbp.nn.Linear(3, 2)
+    manual.load_state_dict(native.state_dict())
+    assert manual.state_dict().keys() == native.state_dict().keys()
+    native.load_state_dict(manual.state_dict())
+
+
+def test_cross_entropy_module_options_reach_the_function():
+    w = torch.rand(4, dtype=DT) + 0.5
+    kwargs = dict(weight=w, ignore_index=2, reduction="sum", label_smoothing=0.1)
+    z = torch.randn(5, 4, dtype=DT)
+    y = torch.tensor([0, 2, 3, 1, 2])
+    torch.testing.assert_close(mbp.nn.CrossEntropyLoss(**kwargs)(z, y), torch.nn.CrossEntropyLoss(**kwargs)(z, y))
+
+
+def test_shape_error_names_the_layer_path():
+    model = mbp.convert(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Sigmoid(), torch.nn.Linear(5, 2)))
+    with pytest.raises(mbp.LayerInputError, match=r"layer '2' \(Linear\): linear: input shape \(8, 4\)"):
+        model(torch.randn(8, 3))
+    with pytest.raises(RuntimeError):  # still a RuntimeError, like torch's own shape errors
+        model(torch.randn(8, 3))
+
+
+def test_loss_error_names_the_loss():
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(3, 1)
+            self.criterion = torch.nn.MSELoss()
+
+        def forward(self, x, y):
+            return self.criterion(self.fc(x), y)
+
+    net = mbp.convert(Net())
+    with pytest.raises(mbp.LayerInputError, match=r"layer 'criterion' \(MSELoss\): mse_loss: target shape \(8,\)"):
+        net(torch.randn(8, 3), torch.randn(8))
+
+
+def test_a_module_built_by_hand_names_itself():
+    with pytest.raises(mbp.LayerInputError, match=r"layer Linear\(in_features=3"):
+        mbp.nn.Linear(3, 2)(torch.randn(1, 4))
