@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import manual_backprop.functional as MF
+from manual_backprop.recording import Probe
 
 DT = torch.float64
 
@@ -97,6 +98,8 @@ FUNCTION_CASES: list[Case] = [
            {"reduction": r, "label_smoothing": 0.1})
       for r in ("mean", "none")],
     Case("ce-probabilities-spatial", MF.cross_entropy, F.cross_entropy, _ce((2, 3, 4), targets="prob")),
+    Case("probe", Probe.apply, torch.add,
+         lambda: (leaf(torch.randn(3, 4, dtype=DT)), leaf(torch.zeros(3, 4, dtype=DT)))),
 ]
 
 

@@ -9,20 +9,21 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tb import read_events
 
 from lightning_modules.cli import main
+
+from tb import read_events
 
 FAST = ["--trainer.max_steps=3", "--trainer.enable_progress_bar=false", "--error_terms.every_n_steps=1"]
 
 
 def test_fit_prints_accuracy_and_the_tensorboard_command(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    main(["fit", *FAST])
+    main(["fit", *FAST, "--trainer.default_root_dir=runs"])
     out = capsys.readouterr().out
     assert re.search(r"validation accuracy: \d+\.\d%", out)
-    assert "tensorboard --logdir lightning_logs" in out
-    run = tmp_path / "lightning_logs" / "version_0"
+    assert "tensorboard --logdir runs/lightning_logs" in out
+    run = tmp_path / "runs" / "lightning_logs" / "version_0"
     assert "error_terms/fc1" in read_events(run).Tags()["histograms"]
 
 

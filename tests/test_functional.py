@@ -3,12 +3,13 @@ as torch's own implementation."""
 
 import pytest
 import torch
-from cases import DT, FUNCTION_CASES, call
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import manual_backprop.functional as MF
 from manual_backprop import LayerInputError
+
+from cases import DT, FUNCTION_CASES, call
 
 ids = [c.id for c in FUNCTION_CASES]
 
@@ -161,3 +162,32 @@ def test_functional_signatures_mirror_torch():
 def test_bad_input_is_a_clear_error(call_it, message):
     with pytest.raises(LayerInputError, match=message):
         call_it()
+
+
+VMAP_CASES = [
+    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason="in-place Functions do not run under vmap yet"))
+    if c.id == "relu-inplace" else c
+    for c in FUNCTION_CASES
+]
+
+
+@pytest.mark.parametrize("case", VMAP_CASES, ids=ids)
+def test_per_sample_gradients_with_vmap(case):
+    """torch.func.vmap(grad(...)) over two independent samples equals one backward per sample."""
+    samples = [case.args() for _ in range(2)]
+    slots = [i for i, a in enumerate(samples[0]) if isinstance(a, torch.Tensor)]
+    wrt = tuple(k for k, i in enumerate(slots) if samples[0][i].requires_grad)
+
+    def loss(*tensors):
+        args = list(samples[0])
+        for i, t in zip(slots, tensors):
+            args[i] = t
+        return call(case.manual, args, case.kwargs).sum()
+
+    stacked = [torch.stack([s[i].detach() for s in samples]) for i in slots]
+    batched = torch.func.vmap(torch.func.grad(loss, argnums=wrt))(*stacked)
+    for n, sample in enumerate(samples):
+        tensors = [sample[i] for i in slots]
+        one_by_one = torch.autograd.grad(loss(*tensors), [tensors[k] for k in wrt])
+        for got, want in zip(batched, one_by_one):
+            torch.testing.assert_close(got[n], want, rtol=1e-10, atol=1e-12)

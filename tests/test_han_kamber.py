@@ -12,10 +12,11 @@ decimal, updated weights exactly at its three.
 
 import pytest
 import torch
-from cases import DT
 from torch import nn
 
 import manual_backprop as mbp
+
+from cases import DT
 
 BOOK_ERRORS = {"Err6": 0.1311, "Err5": -0.0065, "Err4": -0.0087}
 BOOK_UPDATED = {

@@ -4,10 +4,11 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
-from tb import read_events
 
 import manual_backprop as mbp
 from lightning_modules import DigitsDataModule, ErrorTermLogger, ManualBackpropModule, SigmoidMLP
+
+from tb import read_events
 
 
 def _trainer(tmp_path, every_n_steps=2, max_steps=4, logger=None):

@@ -4,10 +4,11 @@ import copy
 
 import pytest
 import torch
-from cases import DT
 from torch import nn
 
 import manual_backprop as mbp
+
+from cases import DT
 
 
 def _net():

@@ -74,7 +74,7 @@ def _inplace_variant(cls, backward):
 
     body = {"forward": staticmethod(forward), "setup_context": staticmethod(setup_context),
             "backward": staticmethod(backward), "__module__": cls.__module__,
-            "__doc__": f"{cls.__name__}, computed in place."}
+            "__doc__": f"{cls.__name__}, computed in place (not under torch.func.vmap)."}
     return type(f"{cls.__name__}_", (torch.autograd.Function,), body)
 
 

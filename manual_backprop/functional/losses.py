@@ -119,9 +119,12 @@ def _target_weights(z: Tensor, target: Tensor, weight: Tensor | None, ignore_ind
         return q, target.numel() / n_classes
     keep = target != ignore_index
     y = target.where(keep, 0)
-    onehot = torch.zeros_like(z).scatter_(dim, y.unsqueeze(dim), 1.0)
-    q = ((1 - smoothing) * onehot + smoothing / n_classes) * w * keep.unsqueeze(dim)
-    return q, (class_weight[y] * keep).sum()
+    kept = keep.unsqueeze(dim)
+    classes = torch.arange(n_classes, device=z.device).reshape(w_shape)
+    onehot = (y.unsqueeze(dim) == classes).to(z.dtype)
+    weighted_onehot = onehot * w * kept  # w_y at class y, zero for ignored samples
+    q = (1 - smoothing) * weighted_onehot + (smoothing / n_classes) * w * kept
+    return q, weighted_onehot.sum()  # Σ w_y over kept samples
 
 
 class CrossEntropy(torch.autograd.Function):
@@ -163,6 +166,12 @@ class CrossEntropy(torch.autograd.Function):
         return grad_z, grad_target, None, None, None, None
 
 
+def _can_inspect_values(t: Tensor) -> bool:
+    """Whether a Python ``if`` may look at ``t``'s values: not while compiling (a graph break) and
+    not inside ``torch.func`` transforms (vmap cannot branch per sample)."""
+    return not torch.compiler.is_compiling() and not torch._C._functorch.is_functorch_wrapped_tensor(t)
+
+
 def _check_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int, smoothing: float):
     if input.dim() == 0:
         raise LayerInputError("cross_entropy: input must have a class dimension, got a scalar")
@@ -189,7 +198,7 @@ def _check_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None, i
         )
     if target.dtype not in (torch.int64, torch.int32, torch.uint8, torch.int16, torch.int8):
         raise LayerInputError(f"cross_entropy: class-index target must be an integer tensor, got {target.dtype}")
-    if not torch.compiler.is_compiling():  # one reduction; a compiled graph skips it rather than break
+    if _can_inspect_values(target):
         bad = ((target < 0) | (target >= n_classes)) & (target != ignore_index)
         if bad.any():
             raise LayerInputError(
