@@ -139,6 +139,13 @@ def relu(input: Tensor, inplace: bool = False) -> Tensor:
     return ReLU.Inplace.apply(input) if inplace else ReLU.apply(input)
 
 
+def _save_output_and_dim(ctx, inputs, output):
+    """setup_context of softmax and log-softmax: both backwards read only their output a."""
+    z, ctx.dim, _ = inputs
+    ctx.z_dtype = z.dtype
+    ctx.save_for_backward(output)
+
+
 class Softmax(torch.autograd.Function):
     """a_i = e^(z_i) / Σ_j e^(z_j) along ``dim``.
 
@@ -152,11 +159,7 @@ class Softmax(torch.autograd.Function):
     def forward(z: Tensor, dim: int, dtype: torch.dtype | None) -> Tensor:
         return torch.softmax(z, dim, dtype=dtype)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        z, ctx.dim, _ = inputs
-        ctx.z_dtype = z.dtype
-        ctx.save_for_backward(output)
+    setup_context = staticmethod(_save_output_and_dim)
 
     @staticmethod
     def backward(ctx, grad_a: Tensor):
@@ -178,11 +181,7 @@ class LogSoftmax(torch.autograd.Function):
     def forward(z: Tensor, dim: int, dtype: torch.dtype | None) -> Tensor:
         return torch.log_softmax(z, dim, dtype=dtype)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        z, ctx.dim, _ = inputs
-        ctx.z_dtype = z.dtype
-        ctx.save_for_backward(output)
+    setup_context = staticmethod(_save_output_and_dim)
 
     @staticmethod
     def backward(ctx, grad_a: Tensor):
