@@ -6,6 +6,8 @@ import math
 
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.loggers.logger import DummyLogger
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 import manual_backprop
@@ -28,7 +30,12 @@ class ErrorTermLogger(pl.Callback):
     - ``error_terms_max_abs/<module path>``: largest |δ|.
 
     δ is that of the loss the training step returned (a mean over the batch, so it includes 1/N).
-    Between logged steps nothing is recorded.
+    With ``accumulate_grad_batches=k`` it is the first micro-batch's δ of the loss Lightning
+    backpropagates, which Lightning has divided by k. Between logged steps nothing is recorded.
+    The root module (a network that is a single layer) is tagged ``(root)``.
+
+    Without any logger (``logger=False``, ``fast_dev_run``) it warns and logs nothing; with loggers
+    of which none is a ``TensorBoardLogger`` it raises.
     """
 
     def __init__(self, every_n_steps: int = 50):
@@ -37,20 +44,30 @@ class ErrorTermLogger(pl.Callback):
             raise ValueError(f"ErrorTermLogger: every_n_steps must be at least 1, got {every_n_steps}")
         self.every_n_steps = every_n_steps
         self._recording: manual_backprop.ErrorTerms | None = None
+        self._last_step: int | None = None
+        self._enabled = True
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage == "fit" and self._tensorboard(trainer) is None:
+        if stage != "fit" or self._tensorboard(trainer) is not None:
+            return
+        real_loggers = [lg for lg in trainer.loggers if not isinstance(lg, DummyLogger)]
+        if real_loggers:
             raise ValueError(
                 "ErrorTermLogger needs a TensorBoardLogger among the trainer's loggers "
-                f"(got {[type(lg).__name__ for lg in trainer.loggers] or 'no logger'})"
+                f"(got {[type(lg).__name__ for lg in real_loggers]})"
             )
+        rank_zero_warn("ErrorTermLogger: this run has no logger, so no error terms are logged")
+        self._enabled = False
 
     @staticmethod
     def _tensorboard(trainer: pl.Trainer) -> TensorBoardLogger | None:
         return next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.is_global_zero and trainer.global_step % self.every_n_steps == 0 and self._recording is None:
+        step = trainer.global_step
+        if (self._enabled and trainer.is_global_zero and step % self.every_n_steps == 0
+                and step != self._last_step and self._recording is None):
+            self._last_step = step  # later micro-batches of an accumulated step are not logged again
             model = _model_of(pl_module)
             layers = [
                 path for path, m in model.named_modules()
@@ -67,9 +84,10 @@ class ErrorTermLogger(pl.Callback):
         step = trainer.global_step
         for path in recording:
             delta = recording.all(path)[-1].detach().float().cpu()
-            experiment.add_histogram(f"error_terms/{path}", delta, step)
-            experiment.add_scalar(f"error_terms_rms/{path}", _rms(delta), step)
-            experiment.add_scalar(f"error_terms_max_abs/{path}", delta.abs().max().item(), step)
+            tag = path or "(root)"
+            experiment.add_histogram(f"error_terms/{tag}", delta, step)
+            experiment.add_scalar(f"error_terms_rms/{tag}", _rms(delta), step)
+            experiment.add_scalar(f"error_terms_max_abs/{tag}", delta.abs().max().item(), step)
 
     def on_exception(self, trainer, pl_module, exception) -> None:
         if self._recording is not None:

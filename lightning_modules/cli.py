@@ -13,6 +13,7 @@ import warnings
 
 from jsonargparse import lazy_instance
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.loggers import TensorBoardLogger
 
 from lightning_modules.callbacks import ErrorTermLogger
 from lightning_modules.data import DigitsDataModule
@@ -26,13 +27,16 @@ class ManualBackpropCLI(LightningCLI):
         parser.set_defaults({"model.network": lazy_instance(SigmoidMLP)})
 
     def after_fit(self) -> None:
-        metrics = self.trainer.validate(self.model, datamodule=self.datamodule, verbose=False)[0]
+        results = self.trainer.validate(self.model, datamodule=self.datamodule, verbose=False)
         if not self.trainer.is_global_zero:
             return
-        print(f"\nvalidation accuracy: {metrics['val_acc']:.1%}")
-        if self.trainer.logger is not None:
-            logdir = os.path.relpath(self.trainer.logger.root_dir)
-            print(f"look at the error terms: tensorboard --logdir {logdir}")
+        if results and "val_acc" in results[0]:
+            print(f"\nvalidation accuracy: {results[0]['val_acc']:.1%}")
+        else:
+            print("\nno validation accuracy: validation did not run (limit_val_batches=0?)")
+        for logger in self.trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                print(f"look at the error terms: tensorboard --logdir {os.path.relpath(logger.root_dir)}")
 
 
 def main(args: list[str] | None = None) -> None:

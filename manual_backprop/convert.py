@@ -17,10 +17,15 @@ from manual_backprop.nn._base import PATH_ATTR, SUPPORTED_MODULES
 
 M = TypeVar("M", bound=nn.Module)
 
-#: leaf modules that compute nothing: containers, and shape-only layers whose backward moves numbers
+#: modules that compute nothing: containers, and shape-only layers whose backward moves numbers
 COMPUTES_NOTHING: tuple[type[nn.Module], ...] = (
     nn.Sequential, nn.ModuleList, nn.ModuleDict, nn.Identity, nn.Flatten, nn.Unflatten,
 )
+
+
+def _computes_nothing(module: nn.Module) -> bool:
+    """One of COMPUTES_NOTHING, or a subclass that keeps its ``forward`` (a new forward may compute)."""
+    return any(isinstance(module, c) and type(module).forward is c.forward for c in COMPUTES_NOTHING)
 
 
 def _manual_classes() -> dict[type[nn.Module], type[nn.Module]]:
@@ -29,8 +34,8 @@ def _manual_classes() -> dict[type[nn.Module], type[nn.Module]]:
 
 
 def is_manual(module: nn.Module) -> bool:
-    """Whether ``module`` is one of manual_backprop's drop-in modules."""
-    return type(module) in _manual_classes()
+    """Whether ``module`` is one of manual_backprop's drop-in modules (or a subclass of one)."""
+    return isinstance(module, tuple(_manual_classes()))
 
 
 def unsupported_modules(model: nn.Module) -> list[tuple[str, str, str]]:
@@ -41,11 +46,10 @@ def unsupported_modules(model: nn.Module) -> list[tuple[str, str, str]]:
     its own (its forward uses them with native operations). Functional calls inside a custom
     ``forward`` are not visible here.
     """
-    manual = _manual_classes()
     found = []
     for path, module in model.named_modules():
         cls = type(module)
-        if cls in SUPPORTED_MODULES or cls in manual or isinstance(module, COMPUTES_NOTHING):
+        if cls in SUPPORTED_MODULES or is_manual(module) or _computes_nothing(module):
             continue
         label = path or "(root)"
         if any(isinstance(module, native) for native in SUPPORTED_MODULES):
@@ -75,12 +79,11 @@ def convert(model: M, strict: bool = False) -> M:
         raise UnsupportedModuleError(
             f"convert(strict=True): {len(left_native)} module(s) would keep native backward:\n{_table(left_native)}"
         )
-    manual_classes = _manual_classes()
     for path, module in model.named_modules():
         replacement = SUPPORTED_MODULES.get(type(module))
         if replacement is not None:
             module.__class__ = replacement
-        if type(module) in manual_classes:
+        if is_manual(module):
             setattr(module, PATH_ATTR, path)
     if left_native:
         warnings.warn(
@@ -91,7 +94,9 @@ def convert(model: M, strict: bool = False) -> M:
 
 
 def restore(model: M) -> M:
-    """Swap every manual module of ``model`` back to its native ``torch.nn`` class, in place."""
+    """Swap every manual module of ``model`` back to its native ``torch.nn`` class, in place.
+
+    A user's own subclass of a manual module is the user's class, so it stays as it is."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"restore expects a torch.nn.Module, got {type(model).__name__}")
     native_of = _manual_classes()

@@ -37,26 +37,27 @@ class Probe(torch.autograd.Function):
 class ErrorTerms(Mapping[str, Tensor]):
     """Error terms by module path, filled by :func:`record_error_terms`.
 
-    ``rec[path]`` is δ = ∂C/∂(output of that layer) from the last backward through the last
-    forward of the model, with the output's shape (one row per sample). For a mean-reduced loss
-    that δ includes the 1/N of the mean. After the ``with`` block the values stay readable.
+    ``rec[path]`` is δ = ∂C/∂(output of that layer) for the last forward of the model, with the
+    output's shape (one row per sample). For a mean-reduced loss that δ includes the 1/N of the
+    mean. If backward runs more than once through that forward (``retain_graph=True``), the δ add
+    up, as ``.grad`` does. Only ``.backward()`` fills them: ``torch.autograd.grad`` leaves the
+    probes' ``.grad`` alone. After the ``with`` block the values stay readable. The root module's
+    path is ``""``.
     """
 
     def __init__(self, model: nn.Module, layers: Iterable[str] | None = None):
         if not isinstance(model, nn.Module):
             raise TypeError(f"record_error_terms expects a torch.nn.Module, got {type(model).__name__}")
-        candidates = {
-            path: module
-            for path, module in model.named_modules()
-            if is_manual(module) and not isinstance(module, nn.modules.loss._Loss)
-        }
+        manual = {path: module for path, module in model.named_modules() if is_manual(module)}
+        candidates = {path: m for path, m in manual.items() if not isinstance(m, nn.modules.loss._Loss)}
         if not candidates:
             raise ValueError(
-                f"record_error_terms: {type(model).__name__} has no manual_backprop layers; "
-                "call manual_backprop.convert(model) first"
+                f"record_error_terms: {type(model).__name__} has no manual_backprop layers"
+                + (" other than losses, which end the graph and have no error term of their own"
+                   if manual else "; call manual_backprop.convert(model) first")
             )
         if layers is not None:
-            layers = list(layers)
+            layers = [layers] if isinstance(layers, str) else list(layers)
             unknown = [p for p in layers if p not in candidates]
             if unknown:
                 raise KeyError(f"record_error_terms: no manual layer at {unknown}; layers are {sorted(candidates)}")
@@ -69,6 +70,8 @@ class ErrorTerms(Mapping[str, Tensor]):
 
     # -- the context ---------------------------------------------------------------------------
     def __enter__(self) -> ErrorTerms:
+        if self._handles:
+            raise RuntimeError("record_error_terms: this recording is already open; it cannot be entered twice")
         self._deltas = None
         self._probes = {path: [] for path in self._layers}
         self._handles.append(self._model.register_forward_pre_hook(self._new_forward))
@@ -142,7 +145,7 @@ def record_error_terms(model: nn.Module, layers: Iterable[str] | None = None) ->
             loss_fn(model(x), y).backward()
         rec["0"]            # δ of the layer at path "0", shape of its output
 
-    ``layers`` picks module paths (default: every manual layer except losses). The model must
-    have been converted; raises ``ValueError`` otherwise.
+    ``layers`` picks module paths, one string or several (default: every manual layer except
+    losses). The model must have been converted; raises ``ValueError`` otherwise.
     """
     return ErrorTerms(model, layers)

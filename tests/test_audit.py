@@ -1,10 +1,11 @@
 """The audit itself: it must fail where a native gradient runs, and say where."""
 
+import pytest
 import torch
 
 import manual_backprop as mbp
 
-from cases import DT, native_model
+from cases import DT, FUNCTION_CASES, call, native_model
 
 
 def test_audit_catches_native_backward():
@@ -38,7 +39,16 @@ def test_audit_report_reads_well_for_a_manual_model():
 
 
 def test_audit_refuses_a_loss_without_graph():
-    import pytest
-
     with pytest.raises(ValueError, match="no backward graph"):
         mbp.audit_backward(torch.tensor(1.0))
+
+
+AUDITED_CASES = [c for c in FUNCTION_CASES if c.id != "relu-inplace"]  # its copy `x * 1` is native by design;
+# the in-place ReLU is audited inside a model in test_nn.py
+
+
+@pytest.mark.parametrize("case", AUDITED_CASES, ids=[c.id for c in AUDITED_CASES])
+def test_every_function_in_the_table_passes_the_audit(case):
+    out = call(case.manual, case.args(), case.kwargs)
+    audit = mbp.audit_backward(out, gradient=torch.randn_like(out))
+    assert audit.ok, str(audit)

@@ -27,6 +27,17 @@ def test_fit_prints_accuracy_and_the_tensorboard_command(tmp_path, capsys, monke
     assert "error_terms/fc1" in read_events(run).Tags()["histograms"]
 
 
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [(["--trainer.limit_val_batches=0"], "no validation accuracy: validation did not run"),
+     (["--trainer.fast_dev_run=true"], "validation accuracy:")],
+)
+def test_common_trainer_flags_finish_cleanly(tmp_path, capsys, monkeypatch, flags, expected):
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *FAST, *flags])
+    assert expected in capsys.readouterr().out
+
+
 def test_print_config_round_trips(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as done:

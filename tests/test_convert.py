@@ -123,3 +123,29 @@ def test_convert_rejects_what_is_not_a_module(thing):
         mbp.convert(thing)
     with pytest.raises(TypeError, match=r"torch\.nn\.Module"):
         mbp.restore(thing)
+
+
+def test_a_subclass_of_a_manual_module_counts_as_manual():
+    class Scaled(mbp.nn.Linear):
+        pass
+
+    model = nn.Sequential(Scaled(3, 2))
+    assert mbp.unsupported_modules(model) == []
+    mbp.convert(model, strict=True)
+    with mbp.record_error_terms(model) as rec:
+        model(torch.randn(4, 3)).sum().backward()
+    assert rec["0"].shape == (4, 2)
+    mbp.restore(model)
+    assert type(model[0]) is Scaled  # the user's own class stays
+
+
+def test_a_container_subclass_with_its_own_forward_and_parameters_is_reported():
+    class Gated(nn.Sequential):
+        def __init__(self):
+            super().__init__(nn.Linear(3, 3))
+            self.gate = nn.Parameter(torch.ones(3))
+
+        def forward(self, x):
+            return super().forward(x) * self.gate
+
+    assert mbp.unsupported_modules(Gated()) == [("(root)", "Gated", "uses parameters of its own in a native forward")]

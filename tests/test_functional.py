@@ -191,3 +191,32 @@ def test_per_sample_gradients_with_vmap(case):
         one_by_one = torch.autograd.grad(loss(*tensors), [tensors[k] for k in wrt])
         for got, want in zip(batched, one_by_one):
             torch.testing.assert_close(got[n], want, rtol=1e-10, atol=1e-12)
+
+
+def test_cross_entropy_with_a_minus_infinity_logit_off_the_target_is_finite_like_torch():
+    z = torch.tensor([[0.0, float("-inf"), 1.0]], dtype=DT, requires_grad=True)
+    z_native = z.detach().clone().requires_grad_()
+    y = torch.tensor([0])
+    loss, expected = MF.cross_entropy(z, y), torch.nn.functional.cross_entropy(z_native, y)
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    expected.backward()
+    torch.testing.assert_close(z.grad, z_native.grad)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_cross_entropy_with_every_sample_ignored_has_zero_gradient_like_torch(reduction):
+    z = torch.randn(3, 4, dtype=DT, requires_grad=True)
+    z_native = z.detach().clone().requires_grad_()
+    y = torch.full((3,), -100)
+    loss, expected = MF.cross_entropy(z, y, reduction=reduction), torch.nn.functional.cross_entropy(
+        z_native, y, reduction=reduction)
+    torch.testing.assert_close(loss, expected, equal_nan=True)  # 0/0 for 'mean', as in torch
+    loss.backward()
+    expected.backward()
+    assert torch.equal(z.grad, z_native.grad) and not z.grad.any()
+
+
+def test_probability_targets_refuse_ignore_index_like_torch():
+    with pytest.raises(LayerInputError, match="ignore_index=3 applies to class-index targets only"):
+        MF.cross_entropy(torch.randn(2, 4), torch.softmax(torch.randn(2, 4), 1), ignore_index=3)

@@ -27,7 +27,7 @@ BOOK_UPDATED = {
 
 @pytest.fixture
 def step():
-    """One SGD step on the book's network; returns (error terms, updated weights, audit)."""
+    """One SGD step on the book's network; returns (error terms, updated weights and biases)."""
     net = mbp.convert(nn.Sequential(nn.Linear(3, 2), nn.Sigmoid(), nn.Linear(2, 1), nn.Sigmoid()).to(DT))
     with torch.no_grad():
         #                         x1    x2    x3

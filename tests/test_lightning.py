@@ -44,6 +44,30 @@ def test_fit_logs_an_error_term_histogram_for_every_parametrized_layer(tmp_path)
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in module.network.modules())
 
 
+def test_gradient_accumulation_logs_each_step_once(tmp_path):
+    trainer = pl.Trainer(max_steps=4, accumulate_grad_batches=2, logger=TensorBoardLogger(tmp_path, name="run"),
+                         callbacks=[ErrorTermLogger(every_n_steps=2)], enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0)
+    trainer.fit(ManualBackpropModule(), DigitsDataModule(batch_size=8))
+    events = read_events(trainer.logger.log_dir)
+    assert [h.step for h in events.Histograms("error_terms/fc1")] == [0, 2]
+
+
+def test_a_single_layer_network_is_tagged_root(tmp_path):
+    trainer = _trainer(tmp_path, max_steps=1)
+    trainer.fit(ManualBackpropModule(torch.nn.Linear(64, 10)), DigitsDataModule(batch_size=8))
+    assert "error_terms/(root)" in read_events(trainer.logger.log_dir).Tags()["histograms"]
+
+
+def test_without_any_logger_it_warns_and_training_goes_on(tmp_path):
+    trainer = pl.Trainer(max_steps=2, logger=False, callbacks=[ErrorTermLogger(every_n_steps=1)],
+                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                         num_sanity_val_steps=0, default_root_dir=tmp_path)
+    with pytest.warns(UserWarning, match="no logger, so no error terms are logged"):
+        trainer.fit(ManualBackpropModule(), DigitsDataModule(batch_size=8))
+    assert trainer.global_step == 2
+
+
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 def test_training_uses_the_hand_written_backward():
     module = ManualBackpropModule(SigmoidMLP([64, 8, 10]), loss="mse", optimizer="adam", lr=0.01)

@@ -103,6 +103,12 @@ def test_loss_error_names_the_loss():
         net(torch.randn(8, 3), torch.randn(8))
 
 
+def test_torch_errors_from_a_layer_name_the_layer_too():
+    model = mbp.convert(torch.nn.Sequential(torch.nn.Linear(3, 2)))
+    with pytest.raises(RuntimeError, match=r"layer '0' \(Linear\): .*dtype"):
+        model(torch.randn(2, 3, dtype=torch.float64))
+
+
 def test_a_module_built_by_hand_names_itself():
     with pytest.raises(mbp.LayerInputError, match=r"layer Linear\(in_features=3"):
         mbp.nn.Linear(3, 2)(torch.randn(1, 4))

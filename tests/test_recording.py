@@ -53,9 +53,12 @@ def test_nothing_is_captured_outside_the_context():
     with rec:
         assert all(model[i]._forward_hooks for i in range(5))
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
-    out = model(torch.randn(2, 5, dtype=DT))
+    with rec:
+        model(torch.randn(2, 5, dtype=DT)).sum().backward()
+    out = model(torch.randn(6, 5, dtype=DT))
     assert type(out.grad_fn).__name__ == "LinearBackward"  # no probe after the context
-    assert len(rec) == 0
+    out.sum().backward()
+    assert rec["0"].shape == (2, 4)  # the backward outside the context changed nothing
 
 
 def test_values_stay_readable_after_the_context_and_follow_the_last_forward():
@@ -99,3 +102,48 @@ def test_unknown_layer_path_lists_the_valid_ones():
 def test_non_module_is_refused():
     with pytest.raises(TypeError, match=r"torch\.nn\.Module"):
         mbp.record_error_terms("model")
+
+
+def test_a_recording_cannot_be_entered_twice():
+    rec = mbp.record_error_terms(mbp.convert(_net()))
+    with rec, pytest.raises(RuntimeError, match="already open"):
+        rec.__enter__()
+
+
+def test_one_layer_may_be_named_by_a_plain_string():
+    model = mbp.convert(_net())
+    with mbp.record_error_terms(model, layers="2") as rec:
+        model(torch.randn(3, 5, dtype=DT)).sum().backward()
+    assert list(rec) == ["2"]
+
+
+def test_a_model_with_only_a_loss_is_told_why():
+    with pytest.raises(ValueError, match="other than losses"):
+        mbp.record_error_terms(mbp.convert(nn.MSELoss()))
+
+
+def test_two_backwards_through_one_forward_add_up_like_grad():
+    model = mbp.convert(_net())
+    with mbp.record_error_terms(model, layers=["4"]) as rec:
+        out = model(torch.randn(3, 5, dtype=DT))
+        out.sum().backward(retain_graph=True)
+        once = rec["4"].clone()
+        out.sum().backward()
+    torch.testing.assert_close(rec["4"], 2 * once)
+
+
+@pytest.mark.slow
+def test_recording_works_on_a_compiled_model():
+    model = mbp.convert(_net())
+    reference = copy.deepcopy(model)
+    x, y = torch.randn(4, 5, dtype=DT), torch.randint(0, 2, (4,))
+    with mbp.record_error_terms(reference) as expected:
+        mbp.functional.cross_entropy(reference(x), y).backward()
+    compiled = torch.compile(model)
+    with mbp.record_error_terms(model) as rec:
+        mbp.functional.cross_entropy(compiled(x), y).backward()
+    assert sorted(rec) == sorted(expected)
+    for path in expected:
+        torch.testing.assert_close(rec[path], expected[path])
+    for p, q in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p.grad, q.grad)

@@ -60,10 +60,10 @@ class MSELoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         a, y, w, loss = ctx.saved_tensors
-        error = a - y
-        denominator = error.numel() if w is None else w.sum()
+        error = a - y  # (a − y), recomputed from the inputs so a second derivative sees it
+        denominator = error.numel() if w is None else w.sum()  # D: N, or Σ w
         g = _upstream(grad, ctx.reduction, denominator)  # g / D
-        weighted_error = error if w is None else w * error
+        weighted_error = error if w is None else w * error  # w (a − y)
         grad_a = 2 * weighted_error * g if ctx.needs_input_grad[0] else None  # ∂C/∂a = 2w(a − y)/D
         grad_y = -2 * weighted_error * g if ctx.needs_input_grad[1] else None  # ∂C/∂y = −2w(a − y)/D
         grad_w = None
@@ -139,8 +139,9 @@ class CrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(z, target, weight, ignore_index: int, smoothing: float, reduction: str) -> Tensor:
         q, denominator = _target_weights(z, target, weight, ignore_index, smoothing)
-        per_sample = -(q * torch.log_softmax(z, _class_dim(z))).sum(_class_dim(z))
-        return _reduce(per_sample, reduction, denominator)
+        q_log_p = q * torch.log_softmax(z, _class_dim(z))
+        q_log_p = torch.where(q == 0, 0.0, q_log_p)  # 0 · log 0 = 0: a −inf logit off the target is fine
+        return _reduce(-q_log_p.sum(_class_dim(z)), reduction, denominator)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -153,15 +154,17 @@ class CrossEntropy(torch.autograd.Function):
         dim = _class_dim(z)
         q, denominator = _target_weights(z, target, weight, ctx.ignore_index, ctx.smoothing)
         g = _upstream(grad, ctx.reduction, denominator)  # g / D
+        if ctx.reduction == "mean" and not target.is_floating_point():
+            g = torch.where(denominator > 0, g, 0.0)  # every sample ignored: C is 0/0, no sample is to blame
         if ctx.reduction == "none":
             g = g.unsqueeze(dim)  # one loss per sample: broadcast it over the classes
         grad_z = grad_target = None
         if ctx.needs_input_grad[0]:
-            p = torch.softmax(z, dim)
+            p = torch.softmax(z, dim)  # ∂(−log p_c)/∂z_j = p_j − [c = j]
             grad_z = (p * q.sum(dim, keepdim=True) - q) * g  # ∂C/∂z = (p · Σq − q) / D
         if ctx.needs_input_grad[1]:
-            w = 1 if weight is None else weight.reshape([-1 if d == dim else 1 for d in range(z.dim())])
-            log_p = torch.log_softmax(z, dim)
+            w = 1 if weight is None else weight.reshape([-1 if d == dim else 1 for d in range(z.dim())])  # w_c
+            log_p = torch.log_softmax(z, dim)  # ∂q_c/∂t_c = (1 − ε) w_c, times ∂C/∂q_c = −log p_c / D
             grad_target = -(1 - ctx.smoothing) * w * log_p * g  # ∂C/∂t = −(1 − ε) w log p / D
         return grad_z, grad_target, None, None, None, None
 
@@ -185,6 +188,11 @@ def _check_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None, i
         if weight.requires_grad:
             raise LayerInputError("cross_entropy: class weights are constants here; pass weight.detach()")
     if target.is_floating_point():
+        if ignore_index != -100:
+            raise LayerInputError(
+                f"cross_entropy: ignore_index={ignore_index} applies to class-index targets only, "
+                "and this target holds probabilities"
+            )
         if shape(target) != shape(input):
             raise LayerInputError(
                 f"cross_entropy: probability target shape {shape(target)} differs from input shape {shape(input)}"

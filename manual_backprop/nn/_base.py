@@ -36,7 +36,11 @@ def layer_name(module: nn.Module) -> str:
 
 
 def names_the_layer(forward):
-    """Decorates a drop-in ``forward``: a :class:`LayerInputError` gets the layer's path in front."""
+    """Decorates a drop-in ``forward``: an error from the forward gets the layer's path in front.
+
+    Ours (:class:`LayerInputError`) and torch's own plain ``RuntimeError`` (a dtype or device
+    mismatch, say); other exception types pass through unchanged.
+    """
 
     @functools.wraps(forward)
     def wrapper(self, *args, **kwargs):
@@ -44,5 +48,9 @@ def names_the_layer(forward):
             return forward(self, *args, **kwargs)
         except LayerInputError as err:
             raise LayerInputError(f"{layer_name(self)}: {err}") from None
+        except RuntimeError as err:
+            if type(err) is not RuntimeError:
+                raise
+            raise RuntimeError(f"{layer_name(self)}: {err}") from err
 
     return wrapper
