@@ -17,13 +17,15 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from manual_backprop.functional._function import ManualFunction
+
 #: graph nodes that compute no derivative
 NEUTRAL_NODES = frozenset({"AccumulateGrad"})
 
 
 def _is_manual_node(node) -> bool:
     forward_cls = getattr(node, "_forward_cls", None)
-    return forward_cls is not None and forward_cls.__module__.startswith("manual_backprop.")
+    return isinstance(forward_cls, type) and issubclass(forward_cls, ManualFunction)
 
 
 def _node_name(node) -> str:

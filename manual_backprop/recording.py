@@ -14,12 +14,11 @@ import torch
 from torch import Tensor, nn
 
 from manual_backprop.convert import is_manual
+from manual_backprop.functional._function import ManualFunction
 
 
-class Probe(torch.autograd.Function):
+class Probe(ManualFunction):
     """out = a + p with p = 0:  ∂C/∂a = ∂C/∂out · 1  and  ∂C/∂p = ∂C/∂out · 1 = δ."""
-
-    generate_vmap_rule = True
 
     @staticmethod
     def forward(a: Tensor, probe: Tensor) -> Tensor:
@@ -32,6 +31,10 @@ class Probe(torch.autograd.Function):
     @staticmethod
     def backward(ctx, delta: Tensor):
         return delta, delta  # the layer below gets δ unchanged; the probe keeps a copy of it
+
+    @staticmethod
+    def jvp(ctx, tangent_a: Tensor, tangent_probe: Tensor):
+        return tangent_a + tangent_probe
 
 
 class ErrorTerms(Mapping[str, Tensor]):
@@ -96,7 +99,7 @@ class ErrorTerms(Mapping[str, Tensor]):
                 return None  # no_grad / inference: nothing will flow back
             probe = torch.zeros_like(output, requires_grad=True)
             self._probes[path].append(probe)
-            return Probe.apply(output, probe)
+            return Probe.call(output, probe)
 
         return add_probe
 

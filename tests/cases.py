@@ -1,10 +1,17 @@
-"""One table of layer configurations: gradcheck, gradgradcheck, parity with torch and the audit
-all read it, so a new layer is one more row here."""
+"""One table of layer configurations: gradcheck, gradgradcheck, parity with torch, vmap and the
+audit all read it, so a new layer is one more row.
+
+``FUNCTION_CASES`` calls one functional entry; ``MODULE_CASES`` builds one native module and
+converts it. Each layer family keeps its rows in ``tests/cases_<family>.py`` (lists named
+``FUNCTION_CASES`` and ``MODULE_CASES``); they are gathered here.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -98,9 +105,50 @@ FUNCTION_CASES: list[Case] = [
            {"reduction": r, "label_smoothing": 0.1})
       for r in ("mean", "none")],
     Case("ce-probabilities-spatial", MF.cross_entropy, F.cross_entropy, _ce((2, 3, 4), targets="prob")),
-    Case("probe", Probe.apply, torch.add,
+    Case("probe", Probe.call, torch.add,
          lambda: (leaf(torch.randn(3, 4, dtype=DT)), leaf(torch.zeros(3, 4, dtype=DT)))),
 ]
+
+
+@dataclass
+class ModuleCase:
+    """One native module (``make()``) and its inputs (``inputs()``, float64, leaves needing grad).
+
+    Converted and native copies must agree on outputs, input and parameter gradients and buffers
+    (float64 within 1e-10 relative; float32 within 1e-5), and the converted one passes the audit.
+    """
+
+    id: str
+    make: Callable[[], torch.nn.Module]
+    inputs: Callable[[], tuple]
+    train: bool = True
+
+
+MODULE_CASES: list[ModuleCase] = [
+    ModuleCase("Linear", lambda: torch.nn.Linear(4, 3), lambda: (leaf(torch.randn(5, 4, dtype=DT)),)),
+    ModuleCase("Linear-3d-no-bias", lambda: torch.nn.Linear(4, 3, bias=False),
+               lambda: (leaf(torch.randn(2, 5, 4, dtype=DT)),)),
+    ModuleCase("Sigmoid", torch.nn.Sigmoid, lambda: (leaf(torch.randn(3, 4, dtype=DT)),)),
+    ModuleCase("Tanh", torch.nn.Tanh, lambda: (leaf(torch.randn(3, 4, dtype=DT)),)),
+    ModuleCase("ReLU", torch.nn.ReLU, lambda: (leaf(away_from_zero(3, 4)),)),
+    ModuleCase("Softmax", lambda: torch.nn.Softmax(dim=-1), lambda: (leaf(torch.randn(3, 4, dtype=DT)),)),
+    ModuleCase("LogSoftmax", lambda: torch.nn.LogSoftmax(dim=0), lambda: (leaf(torch.randn(3, 4, dtype=DT)),)),
+    ModuleCase("MSELoss-sum", lambda: torch.nn.MSELoss(reduction="sum"),
+               lambda: (leaf(torch.randn(3, 4, dtype=DT)), torch.randn(3, 4, dtype=DT))),
+    ModuleCase("CrossEntropyLoss-weighted", lambda: torch.nn.CrossEntropyLoss(torch.rand(4, dtype=DT) + 0.5,
+                                                                              label_smoothing=0.1),
+               lambda: (leaf(torch.randn(5, 4, dtype=DT)), torch.randint(0, 4, (5,)))),
+]
+
+
+def _gather_family_tables() -> None:
+    for path in sorted(Path(__file__).parent.glob("cases_*.py")):
+        family = importlib.import_module(path.stem)
+        FUNCTION_CASES.extend(getattr(family, "FUNCTION_CASES", []))
+        MODULE_CASES.extend(getattr(family, "MODULE_CASES", []))
+
+
+_gather_family_tables()
 
 
 def call(fn, args, kwargs):

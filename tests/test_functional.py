@@ -27,7 +27,7 @@ def test_gradcheck(case):
         full = [next(it) if isinstance(a, torch.Tensor) and a.requires_grad else a for a in args]
         return call(case.manual, full, case.kwargs)
 
-    assert torch.autograd.gradcheck(fn, tuple(_differentiable(args)))
+    assert torch.autograd.gradcheck(fn, tuple(_differentiable(args)), check_forward_ad=True, check_batched_grad=True)
     assert torch.autograd.gradgradcheck(fn, tuple(_differentiable(args)))
 
 

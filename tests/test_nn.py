@@ -8,7 +8,7 @@ import torch
 
 import manual_backprop as mbp
 
-from cases import DT, LOSSES, MODEL_CASES, native_model
+from cases import DT, LOSSES, MODEL_CASES, MODULE_CASES, native_model
 
 
 def _run(model, loss_fn, x, y):
@@ -112,3 +112,43 @@ def test_torch_errors_from_a_layer_name_the_layer_too():
 def test_a_module_built_by_hand_names_itself():
     with pytest.raises(mbp.LayerInputError, match=r"layer Linear\(in_features=3"):
         mbp.nn.Linear(3, 2)(torch.randn(1, 4))
+
+
+def _module_pair(case, dtype):
+    native = case.make().to(dtype).train(case.train)
+    manual = mbp.convert(copy.deepcopy(native), strict=True)
+    return native, manual
+
+
+def _inputs(case, dtype):
+    made = case.inputs()
+    cast = [t.detach().to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in made]
+    manual = [t.requires_grad_(o.requires_grad) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+              for t, o in zip(cast, made)]
+    native = [t.detach().clone().requires_grad_(t.requires_grad) if isinstance(t, torch.Tensor) else t
+              for t in manual]
+    return manual, native
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("case", MODULE_CASES, ids=[c.id for c in MODULE_CASES])
+def test_module_case_matches_native(case, dtype):
+    tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
+    native, manual = _module_pair(case, dtype)
+    x_m, x_n = _inputs(case, dtype)
+    torch.manual_seed(1)
+    out_m = manual(*x_m)
+    torch.manual_seed(1)
+    out_n = native(*x_n)
+    torch.testing.assert_close(out_m, out_n, **tol)
+    grad_out = torch.randn_like(out_n)
+    out_n.backward(grad_out)
+    audit = mbp.audit_backward(out_m, gradient=grad_out)
+    assert audit.ok, str(audit)
+    for a, b in zip(x_m, x_n):
+        if isinstance(a, torch.Tensor) and a.requires_grad:
+            torch.testing.assert_close(a.grad, b.grad, **tol)
+    for (name, p_m), (_, p_n) in zip(manual.named_parameters(), native.named_parameters()):
+        torch.testing.assert_close(p_m.grad, p_n.grad, **tol, msg=name)
+    for (name, b_m), (_, b_n) in zip(manual.named_buffers(), native.named_buffers()):
+        torch.testing.assert_close(b_m, b_n, **tol, msg=name)

@@ -12,8 +12,10 @@ import warnings
 import torch
 from torch import Tensor
 
+from manual_backprop.functional._function import ManualFunction
 
-class Elementwise(torch.autograd.Function):
+
+class Elementwise(ManualFunction):
     """Base of the elementwise activations a = f(z):  δ = ∂C/∂z = ∂C/∂a ⊙ f′(z).
 
     A subclass defines ``f(z, *args)`` and ``df(saved, *args)``, where ``saved`` is z, or a when
@@ -24,12 +26,10 @@ class Elementwise(torch.autograd.Function):
     """
 
     saves = "input"
-    generate_vmap_rule = True
 
     def __init_subclass__(cls, **kwargs):
         # torch.compile and torch.func want staticmethods, so the shared forward/backward are
-        # built here as closures over this subclass's f and f′.
-        super().__init_subclass__(**kwargs)
+        # built here as closures over this subclass's f and f′ (before ManualFunction wraps them).
         f, df, from_output = cls.f, cls.df, cls.saves == "output"
 
         def forward(z, *args):
@@ -38,17 +38,24 @@ class Elementwise(torch.autograd.Function):
         def setup_context(ctx, inputs, output):
             ctx.args = inputs[1:]
             ctx.save_for_backward(output if from_output else inputs[0])
+            ctx.save_for_forward(output if from_output else inputs[0])
 
         def backward(ctx, grad_a):
             (saved,) = ctx.saved_tensors
             delta = grad_a * df(saved, *ctx.args)  # δ = ∂C/∂a ⊙ f′(z)
             return (delta,) + (None,) * len(ctx.args)
 
+        def jvp(ctx, tangent_z, *tangent_args):
+            (saved,) = ctx.saved_tensors
+            return tangent_z * df(saved, *ctx.args)  # ȧ = f′(z) ⊙ ż
+
         cls.forward = staticmethod(forward)
         cls.setup_context = staticmethod(setup_context)
         cls.backward = staticmethod(backward)
+        cls.jvp = staticmethod(jvp)
         if hasattr(cls, "f_"):
             cls.Inplace = _inplace_variant(cls, backward)
+        super().__init_subclass__(**kwargs)
 
     @staticmethod
     def f(z: Tensor, *args) -> Tensor:
@@ -71,11 +78,17 @@ def _inplace_variant(cls, backward):
         ctx.mark_dirty(inputs[0])
         ctx.args = inputs[1:]
         ctx.save_for_backward(output)
+        ctx.save_for_forward(output)
+
+    def jvp(ctx, tangent_z, *tangent_args):
+        (a,) = ctx.saved_tensors
+        return tangent_z.mul_(cls.df(a, *ctx.args))  # ȧ = f′(z) ⊙ ż, in place like the value
 
     body = {"forward": staticmethod(forward), "setup_context": staticmethod(setup_context),
-            "backward": staticmethod(backward), "__module__": cls.__module__,
+            "backward": staticmethod(backward), "jvp": staticmethod(jvp), "__module__": cls.__module__,
+            "generate_vmap_rule": False,
             "__doc__": f"{cls.__name__}, computed in place (not under torch.func.vmap)."}
-    return type(f"{cls.__name__}_", (torch.autograd.Function,), body)
+    return type(f"{cls.__name__}_", (ManualFunction,), body)
 
 
 class Sigmoid(Elementwise):
@@ -126,17 +139,17 @@ class ReLU(Elementwise):
 
 def sigmoid(input: Tensor) -> Tensor:
     """Like ``torch.sigmoid``; backward δ = ∂C/∂a · a(1 − a)."""
-    return Sigmoid.apply(input)
+    return Sigmoid.call(input)
 
 
 def tanh(input: Tensor) -> Tensor:
     """Like ``torch.tanh``; backward δ = ∂C/∂a · (1 − a²)."""
-    return Tanh.apply(input)
+    return Tanh.call(input)
 
 
 def relu(input: Tensor, inplace: bool = False) -> Tensor:
     """Like ``torch.nn.functional.relu``; backward δ = ∂C/∂a · [z > 0]."""
-    return ReLU.Inplace.apply(input) if inplace else ReLU.apply(input)
+    return ReLU.Inplace.call(input) if inplace else ReLU.call(input)
 
 
 def _save_output_and_dim(ctx, inputs, output):
@@ -144,16 +157,16 @@ def _save_output_and_dim(ctx, inputs, output):
     z, ctx.dim, _ = inputs
     ctx.z_dtype = z.dtype
     ctx.save_for_backward(output)
+    ctx.save_for_forward(output)
 
 
-class Softmax(torch.autograd.Function):
+class Softmax(ManualFunction):
     """a_i = e^(z_i) / Σ_j e^(z_j) along ``dim``.
 
     Every a_i depends on every z_j: ∂a_i/∂z_j = a_i([i = j] − a_j). Applied to g = ∂C/∂a without
     building the matrix:  δ_j = Σ_i g_i · a_i([i = j] − a_j) = a_j (g_j − Σ_i g_i a_i).
+    The Jacobian is symmetric, so forward mode has the same form: ȧ_i = a_i (ż_i − Σ_j a_j ż_j).
     """
-
-    generate_vmap_rule = True
 
     @staticmethod
     def forward(z: Tensor, dim: int, dtype: torch.dtype | None) -> Tensor:
@@ -168,14 +181,18 @@ class Softmax(torch.autograd.Function):
         delta = a * (grad_a - weighted_sum)  # δ_j = a_j (g_j − Σ_i g_i a_i)
         return delta.to(ctx.z_dtype), None, None
 
+    @staticmethod
+    def jvp(ctx, tangent_z: Tensor, *_):
+        (a,) = ctx.saved_tensors
+        return a * (tangent_z - (tangent_z * a).sum(ctx.dim, keepdim=True))  # ȧ_i = a_i (ż_i − Σ_j a_j ż_j)
 
-class LogSoftmax(torch.autograd.Function):
+
+class LogSoftmax(ManualFunction):
     """a_i = z_i − log Σ_j e^(z_j) along ``dim``.
 
-    ∂a_i/∂z_j = [i = j] − softmax_j, so  δ_j = g_j − softmax_j · Σ_i g_i, with softmax = e^a.
+    ∂a_i/∂z_j = [i = j] − softmax_j, so  δ_j = g_j − softmax_j · Σ_i g_i, with softmax = e^a,
+    and in forward mode  ȧ_i = ż_i − Σ_j softmax_j ż_j.
     """
-
-    generate_vmap_rule = True
 
     @staticmethod
     def forward(z: Tensor, dim: int, dtype: torch.dtype | None) -> Tensor:
@@ -188,6 +205,11 @@ class LogSoftmax(torch.autograd.Function):
         (a,) = ctx.saved_tensors
         delta = grad_a - a.exp() * grad_a.sum(ctx.dim, keepdim=True)  # δ_j = g_j − softmax_j Σ_i g_i
         return delta.to(ctx.z_dtype), None, None
+
+    @staticmethod
+    def jvp(ctx, tangent_z: Tensor, *_):
+        (a,) = ctx.saved_tensors
+        return tangent_z - (a.exp() * tangent_z).sum(ctx.dim, keepdim=True)  # ȧ_i = ż_i − Σ_j softmax_j ż_j
 
 
 def _softmax_dim(name: str, input: Tensor, dim: int | None, stacklevel: int) -> int:
@@ -204,11 +226,11 @@ def _softmax_dim(name: str, input: Tensor, dim: int | None, stacklevel: int) -> 
 
 def softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3, dtype: torch.dtype | None = None) -> Tensor:
     """Like ``torch.nn.functional.softmax``; backward δ = a ⊙ (g − Σ g ⊙ a)."""
-    return Softmax.apply(input, _softmax_dim("softmax", input, dim, _stacklevel), dtype)
+    return Softmax.call(input, _softmax_dim("softmax", input, dim, _stacklevel), dtype)
 
 
 def log_softmax(
     input: Tensor, dim: int | None = None, _stacklevel: int = 3, dtype: torch.dtype | None = None
 ) -> Tensor:
     """Like ``torch.nn.functional.log_softmax``; backward δ = g − softmax · Σ g."""
-    return LogSoftmax.apply(input, _softmax_dim("log_softmax", input, dim, _stacklevel), dtype)
+    return LogSoftmax.call(input, _softmax_dim("log_softmax", input, dim, _stacklevel), dtype)

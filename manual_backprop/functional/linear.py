@@ -10,17 +10,18 @@ import torch
 from torch import Tensor
 
 from manual_backprop.errors import LayerInputError, shape
+from manual_backprop.functional._function import ManualFunction
 
 
-class Linear(torch.autograd.Function):
+class Linear(ManualFunction):
     """z = a_prev · Wᵀ + b, with the three gradients of the chain rule written out.
 
     ∂C/∂a_prev = δ · W        (n,o)·(o,i) → (n,i)   the blame passed to the layer below
     ∂C/∂W      = δᵀ · a_prev  (o,n)·(n,i) → (o,i)   each weight: δ times the input it multiplied
     ∂C/∂b      = Σ_n δ        (o,)                   a bias multiplies a constant 1
-    """
 
-    generate_vmap_rule = True
+    Forward mode (jvp), for tangents ȧ_prev, Ẇ, ḃ:  ż = ȧ_prev · Wᵀ + a_prev · Ẇᵀ + ḃ.
+    """
 
     @staticmethod
     def forward(a_prev: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -30,6 +31,7 @@ class Linear(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         a_prev, weight, _ = inputs
         ctx.save_for_backward(a_prev, weight)
+        ctx.save_for_forward(a_prev, weight)
 
     @staticmethod
     def backward(ctx, delta: Tensor):
@@ -43,6 +45,18 @@ class Linear(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             grad_bias = delta_no.sum(0)  # ∂C/∂b = Σ_n δ
         return grad_a_prev, grad_weight, grad_bias
+
+    @staticmethod
+    def jvp(ctx, tangent_a_prev, tangent_weight, tangent_bias):
+        a_prev, weight = ctx.saved_tensors
+        tangent_z = torch.zeros((), dtype=a_prev.dtype, device=a_prev.device)
+        if tangent_a_prev is not None:
+            tangent_z = tangent_z + tangent_a_prev @ weight.T  # ∂z/∂a_prev · ȧ_prev
+        if tangent_weight is not None:
+            tangent_z = tangent_z + a_prev @ tangent_weight.T  # ∂z/∂W · Ẇ
+        if tangent_bias is not None:
+            tangent_z = tangent_z + tangent_bias  # ∂z/∂b · ḃ
+        return tangent_z
 
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -58,4 +72,4 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         raise LayerInputError(
             f"linear: bias shape {shape(bias)} does not match out_features={weight.shape[0]}"
         )
-    return Linear.apply(input, weight, bias)
+    return Linear.call(input, weight, bias)

@@ -13,6 +13,7 @@ from torch import Tensor
 from torch.nn import _reduction
 
 from manual_backprop.errors import LayerInputError, shape
+from manual_backprop.functional._function import ManualFunction
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -37,13 +38,12 @@ def _upstream(grad: Tensor, reduction: str, denominator: Tensor | float) -> Tens
     return grad / denominator if reduction == "mean" else grad
 
 
-class MSELoss(torch.autograd.Function):
+class MSELoss(ManualFunction):
     """C = Σ w (a − y)² / D   (w = 1 and D = N without weights; D = Σ w with them).
 
     ∂C/∂a = 2 w (a − y) / D,  ∂C/∂y = −∂C/∂a,  ∂C/∂w = ((a − y)² − C) / Σ w  (mean) or (a − y)².
+    Forward mode sums the same factors times the tangents ȧ, ẏ, ẇ.
     """
-
-    generate_vmap_rule = True
 
     @staticmethod
     def forward(a: Tensor, y: Tensor, w: Tensor | None, reduction: str) -> Tensor:
@@ -56,6 +56,7 @@ class MSELoss(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         a, y, w, ctx.reduction = inputs
         ctx.save_for_backward(a, y, w, output)
+        ctx.save_for_forward(a, y, w, output)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -71,6 +72,18 @@ class MSELoss(torch.autograd.Function):
             mean_part = loss if ctx.reduction == "mean" else 0  # D = Σ w depends on w too
             grad_w = (error * error - mean_part) * g  # ∂C/∂w = ((a − y)² − C) / Σ w
         return grad_a, grad_y, grad_w, None
+
+    @staticmethod
+    def jvp(ctx, tangent_a, tangent_y, tangent_w, _):
+        a, y, w, loss = ctx.saved_tensors
+        error = a - y
+        tangent_error = (0 if tangent_a is None else tangent_a) - (0 if tangent_y is None else tangent_y)  # ė = ȧ − ẏ
+        weighted = 2 * error * tangent_error if w is None else 2 * w * error * tangent_error  # 2w(a − y)·ė
+        if tangent_w is not None:
+            mean_part = loss if ctx.reduction == "mean" else 0
+            weighted = weighted + (error * error - mean_part) * tangent_w  # ((a − y)² − C)·ẇ
+        denominator = error.numel() if w is None else w.sum()
+        return _reduce(weighted, ctx.reduction, denominator)
 
 
 def mse_loss(
@@ -94,7 +107,7 @@ def mse_loss(
         )
     if weight is not None and shape(weight) != shape(input):
         raise LayerInputError(f"mse_loss: weight shape {shape(weight)} differs from input shape {shape(input)}")
-    return MSELoss.apply(input, target, weight, reduction)
+    return MSELoss.call(input, target, weight, reduction)
 
 
 def _class_dim(z: Tensor) -> int:
@@ -127,14 +140,13 @@ def _target_weights(z: Tensor, target: Tensor, weight: Tensor | None, ignore_ind
     return q, weighted_onehot.sum()  # Σ w_y over kept samples
 
 
-class CrossEntropy(torch.autograd.Function):
+class CrossEntropy(ManualFunction):
     """C = −Σ_c q_c log softmax(z)_c / D   (q = one-hot target in the plain case, D = N).
 
     With p = softmax(z):  ∂C/∂z_j = (p_j · Σ_c q_c − q_j) / D, which for a one-hot target is the
     textbook (softmax − onehot) / N.  For probability targets also ∂C/∂t_c = −(1 − ε) w_c log p_c / D.
+    Forward mode: Ċ = Σ_j ∂C/∂z_j · ż_j + Σ_c ∂C/∂t_c · ṫ_c.
     """
-
-    generate_vmap_rule = True
 
     @staticmethod
     def forward(z, target, weight, ignore_index: int, smoothing: float, reduction: str) -> Tensor:
@@ -147,6 +159,7 @@ class CrossEntropy(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         z, target, weight, ctx.ignore_index, ctx.smoothing, ctx.reduction = inputs
         ctx.save_for_backward(z, target, weight)
+        ctx.save_for_forward(z, target, weight)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -167,6 +180,23 @@ class CrossEntropy(torch.autograd.Function):
             log_p = torch.log_softmax(z, dim)  # ∂q_c/∂t_c = (1 − ε) w_c, times ∂C/∂q_c = −log p_c / D
             grad_target = -(1 - ctx.smoothing) * w * log_p * g  # ∂C/∂t = −(1 − ε) w log p / D
         return grad_z, grad_target, None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, tangent_z, tangent_target, *_):
+        z, target, weight = ctx.saved_tensors
+        dim = _class_dim(z)
+        q, denominator = _target_weights(z, target, weight, ctx.ignore_index, ctx.smoothing)
+        per_element = torch.zeros_like(z)
+        if tangent_z is not None:
+            p = torch.softmax(z, dim)
+            per_element = per_element + (p * q.sum(dim, keepdim=True) - q) * tangent_z  # ∂l/∂z · ż
+        if tangent_target is not None:
+            w = 1 if weight is None else weight.reshape([-1 if d == dim else 1 for d in range(z.dim())])
+            per_element = per_element - (1 - ctx.smoothing) * w * torch.log_softmax(z, dim) * tangent_target
+        tangent_loss = _reduce(per_element.sum(dim), ctx.reduction, denominator)
+        if ctx.reduction == "mean" and not target.is_floating_point():
+            tangent_loss = torch.where(denominator > 0, tangent_loss, 0.0)
+        return tangent_loss
 
 
 def _can_inspect_values(t: Tensor) -> bool:
@@ -232,5 +262,5 @@ def cross_entropy(
     """
     reduction = _reduction_of("cross_entropy", size_average, reduce, reduction)
     _check_cross_entropy(input, target, weight, ignore_index, label_smoothing)
-    return CrossEntropy.apply(input, target.long() if not target.is_floating_point() else target, weight,
+    return CrossEntropy.call(input, target.long() if not target.is_floating_point() else target, weight,
                               ignore_index, float(label_smoothing), reduction)

@@ -1,0 +1,59 @@
+"""The base of every hand-written Function: what they all need, written once.
+
+- ``generate_vmap_rule = True``: ``torch.func.vmap`` batches forward and backward, so
+  ``vmap(grad(...))`` gives per-sample gradients.
+- **Autocast.** Backward runs under the autocast state its forward ran under, so a δ in bfloat16
+  meets weights in float32 as it did in the forward. (This is what ``torch.amp.custom_fwd`` /
+  ``custom_bwd`` do; they do not work with ``setup_context``, pytorch issue 132388.)
+- **Forward mode and torch.compile.** A Function may define ``jvp`` (the forward-mode derivative,
+  for ``torch.func.jvp`` / ``jacfwd``). Dynamo cannot trace a Function with a custom ``jvp``, so
+  the ``jvp`` moves to a twin subclass, ``cls.with_jvp``, and the class itself keeps none.
+  :meth:`ManualFunction.call` applies the twin in eager mode and the class itself while
+  compiling. Public wrappers call ``SomeFunction.call(...)``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _autocast_state(inputs) -> tuple[str, torch.dtype] | None:
+    device = next((t.device.type for t in inputs if isinstance(t, torch.Tensor)), "cpu")
+    return (device, torch.get_autocast_dtype(device)) if torch.is_autocast_enabled(device) else None
+
+
+class ManualFunction(torch.autograd.Function):
+    """Subclass this, define ``forward``, ``setup_context``, ``backward`` (and ``jvp``)."""
+
+    generate_vmap_rule = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("_twin") or "backward" not in cls.__dict__:
+            return  # a base class with no backward of its own, or a twin already wrapped
+        setup_context, backward = cls.setup_context, cls.backward
+
+        def setup_context_remembering_autocast(ctx, inputs, output):
+            ctx.autocast = _autocast_state(inputs)
+            setup_context(ctx, inputs, output)
+
+        def backward_under_forward_autocast(ctx, *grads):
+            if ctx.autocast is None:
+                return backward(ctx, *grads)
+            device, dtype = ctx.autocast
+            with torch.autocast(device, dtype=dtype):
+                return backward(ctx, *grads)
+
+        cls.setup_context = staticmethod(setup_context_remembering_autocast)
+        cls.backward = staticmethod(backward_under_forward_autocast)
+        cls.with_jvp = cls
+        if "jvp" in cls.__dict__:
+            twin_body = {"_twin": True, "__module__": cls.__module__, "__doc__": cls.__doc__,
+                         "jvp": cls.__dict__["jvp"]}
+            cls.jvp = torch.autograd.Function.jvp
+            cls.with_jvp = type(cls.__name__, (cls,), twin_body)
+
+    @classmethod
+    def call(cls, *args):
+        """Apply the Function: with its ``jvp`` in eager mode, without it inside ``torch.compile``."""
+        return cls.apply(*args) if torch.compiler.is_compiling() else cls.with_jvp.apply(*args)

@@ -1,0 +1,81 @@
+"""What ManualFunction gives every Function: forward mode, autocast, torch.compile."""
+
+import copy
+
+import pytest
+import torch
+
+import manual_backprop as mbp
+from manual_backprop.functional._function import ManualFunction
+from manual_backprop.functional.linear import Linear
+
+from cases import DT, native_model
+
+
+def test_forward_mode_through_a_converted_model_matches_native():
+    native = native_model("tanh")
+    manual = mbp.convert(copy.deepcopy(native))
+    x, tangent = torch.randn(3, 5, dtype=DT), torch.randn(3, 5, dtype=DT)
+    out_m, jvp_m = torch.func.jvp(manual, (x,), (tangent,))
+    out_n, jvp_n = torch.func.jvp(native, (x,), (tangent,))
+    torch.testing.assert_close(out_m, out_n, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(jvp_m, jvp_n, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(torch.func.jacfwd(manual)(x[0]), torch.func.jacrev(native)(x[0]))
+
+
+def test_hessian_vector_product_through_a_converted_model():
+    native = native_model("sigmoid")
+    manual = mbp.convert(copy.deepcopy(native))
+    x = torch.randn(4, 5, dtype=DT)
+
+    def loss_of(model):
+        return lambda inp: mbp.functional.mse_loss(model(inp), torch.zeros(4, 3, dtype=DT))
+
+    v = torch.randn(4, 5, dtype=DT)
+    hvp_m = torch.autograd.functional.hvp(loss_of(manual), x, v)[1]
+    hvp_n = torch.autograd.functional.hvp(loss_of(native), x, v)[1]
+    torch.testing.assert_close(hvp_m, hvp_n, rtol=1e-10, atol=1e-12)
+
+
+def test_a_jvp_lives_on_a_twin_so_that_compile_sees_a_function_without_one():
+    assert Linear.jvp is torch.autograd.Function.jvp  # what dynamo checks
+    assert issubclass(Linear.with_jvp, Linear) and Linear.with_jvp.jvp is not torch.autograd.Function.jvp
+    assert issubclass(Linear.with_jvp, ManualFunction)
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "relu", "log_softmax"])
+def test_bf16_autocast_step_matches_native_within_bf16_tolerance(activation):
+    native = native_model(activation).float()
+    manual = mbp.convert(copy.deepcopy(native))
+    x, y = torch.randn(16, 5), torch.randint(0, 3, (16,))
+    grads = []
+    for model, ce in [(native, torch.nn.functional.cross_entropy), (manual, mbp.functional.cross_entropy)]:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x)
+            loss = ce(out.float(), y)
+        assert out.dtype == torch.bfloat16
+        loss.backward()
+        grads.append([p.grad for p in model.parameters()])
+        assert all(p.grad.dtype == torch.float32 for p in model.parameters())
+    for g_m, g_n in zip(*grads):
+        torch.testing.assert_close(g_m, g_n, rtol=2e-2, atol=2e-2)
+
+
+def test_autocast_backward_passes_the_audit():
+    model = mbp.convert(native_model("relu").float())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(torch.randn(4, 5))
+    audit = mbp.audit_backward(out, gradient=torch.ones_like(out))
+    assert audit.ok, str(audit)
+
+
+@pytest.mark.slow
+def test_compiled_converted_model_has_the_same_gradients_without_graph_breaks():
+    native = native_model("tanh").float()
+    manual = mbp.convert(copy.deepcopy(native))
+    compiled = torch.compile(manual, fullgraph=True)  # fullgraph: a graph break would raise
+    x, y = torch.randn(8, 5), torch.randint(0, 3, (8,))
+    mbp.functional.cross_entropy(compiled(x), y).backward()
+    torch.nn.functional.cross_entropy(native(x), y).backward()
+    for p_m, p_n in zip(manual.parameters(), native.parameters()):
+        torch.testing.assert_close(p_m.grad, p_n.grad)
