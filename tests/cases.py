@@ -9,6 +9,7 @@ converts it. Each layer family keeps its rows in ``tests/cases_<family>.py`` (li
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,7 +143,12 @@ MODULE_CASES: list[ModuleCase] = [
 
 
 def _gather_family_tables() -> None:
+    """Every tests/cases_<family>.py; MBP_CASE_FAMILIES=conv,pooling gathers only those (for
+    working on one family; CI gathers all)."""
+    only = {f for f in os.environ.get("MBP_CASE_FAMILIES", "").split(",") if f}
     for path in sorted(Path(__file__).parent.glob("cases_*.py")):
+        if only and path.stem.removeprefix("cases_") not in only:
+            continue
         family = importlib.import_module(path.stem)
         FUNCTION_CASES.extend(getattr(family, "FUNCTION_CASES", []))
         MODULE_CASES.extend(getattr(family, "MODULE_CASES", []))
