@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import textwrap
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -33,11 +34,12 @@ def _node_name(node) -> str:
     return forward_cls.__qualname__ if forward_cls is not None else type(node).__name__
 
 
-def backward_graph(loss: torch.Tensor) -> Counter[str]:
-    """Every node of ``loss``'s backward graph, counted by name (a Function's class name)."""
-    if loss.grad_fn is None:
+def backward_graph(outputs: torch.Tensor | Sequence[torch.Tensor]) -> Counter[str]:
+    """Every node of the backward graph of ``outputs`` (a loss, or several tensors), counted by name."""
+    roots = [t.grad_fn for t in _as_list(outputs)]
+    if not roots or any(root is None for root in roots):
         raise ValueError("audit: the loss has no backward graph (does it require grad?)")
-    seen, stack, names = set(), [loss.grad_fn], Counter()
+    seen, stack, names = set(), roots, Counter()
     while stack:
         node = stack.pop()
         if node is None or node in seen:
@@ -96,9 +98,19 @@ class BackwardAudit:
         return "\n".join(lines)
 
 
-def audit_backward(loss: torch.Tensor, **backward_kwargs) -> BackwardAudit:
-    """Run ``loss.backward(**backward_kwargs)`` and report which gradients it ran (see module doc)."""
+def _as_list(outputs) -> list[torch.Tensor]:
+    return [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
+
+
+def audit_backward(
+    loss: torch.Tensor | Sequence[torch.Tensor],
+    gradient: torch.Tensor | Sequence[torch.Tensor] | None = None,
+    **backward_kwargs,
+) -> BackwardAudit:
+    """Run ``torch.autograd.backward(loss, gradient, **backward_kwargs)`` and report which
+    gradients it ran (see module doc). ``loss`` may be several output tensors, each with its
+    ``gradient``."""
     graph = backward_graph(loss)
     with _RecordOps() as recorder:
-        loss.backward(**backward_kwargs)
+        torch.autograd.backward(loss, gradient, **backward_kwargs)
     return BackwardAudit(graph, recorder.ops)

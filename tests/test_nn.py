@@ -5,6 +5,7 @@ import copy
 
 import pytest
 import torch
+from torch.utils._pytree import tree_leaves
 
 import manual_backprop as mbp
 
@@ -140,10 +141,12 @@ def test_module_case_matches_native(case, dtype):
     out_m = manual(*x_m)
     torch.manual_seed(1)
     out_n = native(*x_n)
-    torch.testing.assert_close(out_m, out_n, **tol)
-    grad_out = torch.randn_like(out_n)
-    out_n.backward(grad_out)
-    audit = mbp.audit_backward(out_m, gradient=grad_out)
+    torch.testing.assert_close(out_m, out_n, **tol)  # nested outputs too: (output, (h, c)), ...
+    outs_m = [t for t in tree_leaves(out_m) if isinstance(t, torch.Tensor) and t.requires_grad]
+    outs_n = [t for t in tree_leaves(out_n) if isinstance(t, torch.Tensor) and t.requires_grad]
+    grads_out = [torch.randn_like(t) for t in outs_n]
+    torch.autograd.backward(outs_n, grads_out)
+    audit = mbp.audit_backward(outs_m, gradient=grads_out)
     assert audit.ok, str(audit)
     for a, b in zip(x_m, x_n):
         if isinstance(a, torch.Tensor) and a.requires_grad:
