@@ -7,11 +7,13 @@ entries of a row, so they apply their full Jacobian (as a Jacobian-vector produc
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
 from torch import Tensor
 
+from manual_backprop.errors import LayerInputError
 from manual_backprop.functional._function import ManualFunction
 
 
@@ -20,9 +22,9 @@ class Elementwise(ManualFunction):
 
     A subclass defines ``f(z, *args)`` and ``df(saved, *args)``, where ``saved`` is z, or a when
     ``saves = "output"`` (σ′ and tanh′ are cheaper from the output). Extra positional arguments are
-    plain numbers (a slope, a threshold). A subclass with an in-place form ``f_`` also gets
-    ``cls.Inplace``, a Function that overwrites z (like ``inplace=True`` in torch); it must save the
-    output, since z is gone after the forward.
+    plain numbers or strings (a slope, a threshold, an approximation). A subclass with an in-place
+    form ``f_`` also gets ``cls.Inplace``, a Function that overwrites z like ``inplace=True`` in
+    torch; call it through :meth:`Elementwise.inplace`.
     """
 
     saves = "input"
@@ -54,7 +56,7 @@ class Elementwise(ManualFunction):
         cls.backward = staticmethod(backward)
         cls.jvp = staticmethod(jvp)
         if hasattr(cls, "f_"):
-            cls.Inplace = _inplace_variant(cls, backward)
+            cls.Inplace = _inplace_variant(cls)
         super().__init_subclass__(**kwargs)
 
     @staticmethod
@@ -65,24 +67,62 @@ class Elementwise(ManualFunction):
     def df(saved: Tensor, *args) -> Tensor:
         raise NotImplementedError
 
+    @classmethod
+    def inplace(cls, z: Tensor, *args) -> Tensor:
+        """a = f(z) written over z; returns z."""
+        out = cls.Inplace.call(z, *args)
+        return out[0] if isinstance(out, tuple) else out
 
-def _inplace_variant(cls, backward):
-    if cls.saves != "output":
-        raise TypeError(f"{cls.__name__}: an in-place activation must compute f′ from its output")
-    f_ = cls.f_
 
-    def forward(z, *args):
-        return f_(z, *args)  # a = f(z), written over z
+def _inplace_variant(cls):
+    """The in-place Function of an Elementwise subclass. z is overwritten by a, so f′ comes from a
+    (``saves = "output"``), or from a copy of z taken before it is overwritten. The copy is a second
+    output (z_before = z, so its own gradient passes straight to z): being an output, it may be
+    saved, and a second derivative still flows through it."""
+    f_, df, from_output = cls.f_, cls.df, cls.saves == "output"
 
-    def setup_context(ctx, inputs, output):
-        ctx.mark_dirty(inputs[0])
-        ctx.args = inputs[1:]
-        ctx.save_for_backward(output)
-        ctx.save_for_forward(output)
+    if from_output:
 
-    def jvp(ctx, tangent_z, *tangent_args):
-        (a,) = ctx.saved_tensors
-        return tangent_z.mul_(cls.df(a, *ctx.args))  # ȧ = f′(z) ⊙ ż, in place like the value
+        def forward(z, *args):
+            return f_(z, *args)  # a = f(z), written over z
+
+        def setup_context(ctx, inputs, output):
+            ctx.mark_dirty(inputs[0])
+            ctx.args = inputs[1:]
+            ctx.save_for_backward(output)
+            ctx.save_for_forward(output)
+
+        def backward(ctx, grad_a):
+            (a,) = ctx.saved_tensors
+            return (grad_a * df(a, *ctx.args),) + (None,) * len(ctx.args)  # δ = ∂C/∂a ⊙ f′(z)
+
+        def jvp(ctx, tangent_z, *tangent_args):
+            (a,) = ctx.saved_tensors
+            return tangent_z.mul_(df(a, *ctx.args))  # ȧ = f′(z) ⊙ ż, in place like the value
+
+    else:
+
+        def forward(z, *args):
+            z_before = z.clone()  # f′ needs z, which f_ is about to overwrite
+            return f_(z, *args), z_before
+
+        def setup_context(ctx, inputs, output):
+            ctx.mark_dirty(inputs[0])
+            ctx.args = inputs[1:]
+            ctx.save_for_backward(output[1])
+            ctx.save_for_forward(output[1])
+
+        def backward(ctx, grad_a, grad_z_before):
+            (z,) = ctx.saved_tensors
+            delta = grad_a * df(z, *ctx.args)  # δ = ∂C/∂a ⊙ f′(z)
+            if grad_z_before is not None:
+                delta = delta + grad_z_before  # ∂z_before/∂z = 1 (only a second derivative sends one)
+            return (delta,) + (None,) * len(ctx.args)
+
+        def jvp(ctx, tangent_z, *tangent_args):
+            (z,) = ctx.saved_tensors
+            tangent_z_before = tangent_z.clone()  # ż_before = ż
+            return tangent_z.mul_(df(z, *ctx.args)), tangent_z_before  # ȧ = f′(z) ⊙ ż, in place like the value
 
     body = {"forward": staticmethod(forward), "setup_context": staticmethod(setup_context),
             "backward": staticmethod(backward), "jvp": staticmethod(jvp), "__module__": cls.__module__,
@@ -149,7 +189,7 @@ def tanh(input: Tensor) -> Tensor:
 
 def relu(input: Tensor, inplace: bool = False) -> Tensor:
     """Like ``torch.nn.functional.relu``; backward δ = ∂C/∂a · [z > 0]."""
-    return ReLU.Inplace.call(input) if inplace else ReLU.call(input)
+    return ReLU.inplace(input) if inplace else ReLU.call(input)
 
 
 def _save_output_and_dim(ctx, inputs, output):
@@ -234,3 +274,550 @@ def log_softmax(
 ) -> Tensor:
     """Like ``torch.nn.functional.log_softmax``; backward δ = g − softmax · Σ g."""
     return LogSoftmax.call(input, _softmax_dim("log_softmax", input, dim, _stacklevel), dtype)
+
+
+# -- the rest of the elementwise family: each states f and f′ ------------------------------------
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+GELU_TANH_C = 0.044715
+
+
+def _mask(condition: Tensor, like: Tensor) -> Tensor:
+    return condition.to(like.dtype)
+
+
+class Hardtanh(Elementwise):
+    """a = clamp(z, min_val, max_val);  f′(z) = [min_val < z < max_val], the same from a."""
+
+    saves = "output"
+
+    @staticmethod
+    def f(z, lo, hi):
+        return torch.nn.functional.hardtanh(z, lo, hi)
+
+    @staticmethod
+    def f_(z, lo, hi):
+        return torch.nn.functional.hardtanh_(z, lo, hi)
+
+    @staticmethod
+    def df(a, lo, hi):
+        return _mask((a > lo) & (a < hi), a)  # 1 inside the ramp, 0 where clamped
+
+
+class LeakyReLU(Elementwise):
+    """a = z for z > 0, s·z otherwise;  f′(z) = 1 for z > 0, s otherwise."""
+
+    @staticmethod
+    def f(z, slope):
+        return torch.nn.functional.leaky_relu(z, slope)
+
+    @staticmethod
+    def f_(z, slope):
+        return torch.nn.functional.leaky_relu_(z, slope)
+
+    @staticmethod
+    def df(z, slope):
+        return torch.where(z > 0, 1.0, torch.full_like(z, slope))
+
+
+class ELU(Elementwise):
+    """a = z for z > 0, α(e^z − 1) otherwise;  f′(z) = 1 for z > 0, α·e^z otherwise."""
+
+    @staticmethod
+    def f(z, alpha):
+        return torch.nn.functional.elu(z, alpha)
+
+    @staticmethod
+    def f_(z, alpha):
+        return torch.nn.functional.elu_(z, alpha)
+
+    @staticmethod
+    def df(z, alpha):
+        return torch.where(z > 0, 1.0, alpha * torch.exp(z)).to(z.dtype)
+
+
+class SELU(Elementwise):
+    """a = λ·z for z > 0, λα(e^z − 1) otherwise (λ, α fixed);  f′(z) = λ for z > 0, λα·e^z otherwise."""
+
+    @staticmethod
+    def f(z):
+        return torch.selu(z)
+
+    @staticmethod
+    def f_(z):
+        return torch.selu_(z)
+
+    @staticmethod
+    def df(z):
+        return SELU_SCALE * torch.where(z > 0, 1.0, SELU_ALPHA * torch.exp(z)).to(z.dtype)
+
+
+class CELU(Elementwise):
+    """a = z for z > 0, α(e^(z/α) − 1) otherwise;  f′(z) = 1 for z > 0, e^(z/α) otherwise."""
+
+    @staticmethod
+    def f(z, alpha):
+        return torch.celu(z, alpha)
+
+    @staticmethod
+    def f_(z, alpha):
+        return torch.celu_(z, alpha)
+
+    @staticmethod
+    def df(z, alpha):
+        return torch.where(z > 0, 1.0, torch.exp(z / alpha)).to(z.dtype)
+
+
+class GELU(Elementwise):
+    """a = z·Φ(z) (Φ the normal CDF);  f′(z) = Φ(z) + z·φ(z).
+
+    With ``approximate="tanh"``: a = ½z(1 + t), t = tanh(√(2/π)(z + 0.044715z³)),
+    f′(z) = ½(1 + t) + ½z(1 − t²)·√(2/π)(1 + 3·0.044715z²).
+    """
+
+    @staticmethod
+    def f(z, approximate):
+        return torch.nn.functional.gelu(z, approximate=approximate)
+
+    @staticmethod
+    def df(z, approximate):
+        if approximate == "tanh":
+            t = torch.tanh(SQRT_2_OVER_PI * (z + GELU_TANH_C * z**3))
+            return 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * SQRT_2_OVER_PI * (1 + 3 * GELU_TANH_C * z * z)
+        cdf = 0.5 * (1 + torch.erf(z / math.sqrt(2.0)))  # Φ(z)
+        pdf = torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)  # φ(z)
+        return cdf + z * pdf
+
+
+class SiLU(Elementwise):
+    """a = z·σ(z);  f′(z) = σ(z)(1 + z(1 − σ(z)))."""
+
+    @staticmethod
+    def f(z):
+        return torch.nn.functional.silu(z)
+
+    @staticmethod
+    def f_(z):
+        return torch.nn.functional.silu(z, inplace=True)
+
+    @staticmethod
+    def df(z):
+        s = torch.sigmoid(z)
+        return s * (1 + z * (1 - s))
+
+
+class Mish(Elementwise):
+    """a = z·tanh(softplus(z));  f′(z) = tanh(sp) + z·σ(z)(1 − tanh²(sp)),  sp = softplus(z)."""
+
+    @staticmethod
+    def f(z):
+        return torch.nn.functional.mish(z)
+
+    @staticmethod
+    def f_(z):
+        return torch.nn.functional.mish(z, inplace=True)
+
+    @staticmethod
+    def df(z):
+        t = torch.tanh(torch.nn.functional.softplus(z))
+        return t + z * torch.sigmoid(z) * (1 - t * t)
+
+
+class Softplus(Elementwise):
+    """a = log(1 + e^(βz))/β (= z where βz > threshold);  f′(z) = σ(βz) (= 1 there)."""
+
+    @staticmethod
+    def f(z, beta, threshold):
+        return torch.nn.functional.softplus(z, beta, threshold)
+
+    @staticmethod
+    def df(z, beta, threshold):
+        return torch.where(z * beta > threshold, 1.0, torch.sigmoid(z * beta)).to(z.dtype)
+
+
+class Softsign(Elementwise):
+    """a = z / (1 + |z|);  f′(z) = 1 / (1 + |z|)²."""
+
+    @staticmethod
+    def f(z):
+        return z / (1 + z.abs())
+
+    @staticmethod
+    def df(z):
+        return 1 / (1 + z.abs()) ** 2
+
+
+class Hardsigmoid(Elementwise):
+    """a = clamp(z/6 + ½, 0, 1);  f′(z) = 1/6 for −3 < z < 3, 0 outside."""
+
+    @staticmethod
+    def f(z):
+        return torch.nn.functional.hardsigmoid(z)
+
+    @staticmethod
+    def f_(z):
+        return torch.nn.functional.hardsigmoid(z, inplace=True)
+
+    @staticmethod
+    def df(z):
+        return _mask((z > -3) & (z < 3), z) / 6
+
+
+class Hardswish(Elementwise):
+    """a = z·clamp(z/6 + ½, 0, 1);  f′(z) = 0 for z < −3, z/3 + ½ for −3 ≤ z ≤ 3, 1 for z > 3."""
+
+    @staticmethod
+    def f(z):
+        return torch.nn.functional.hardswish(z)
+
+    @staticmethod
+    def f_(z):
+        return torch.nn.functional.hardswish(z, inplace=True)
+
+    @staticmethod
+    def df(z):
+        return torch.where(z < -3, 0.0, torch.where(z <= 3, z / 3 + 0.5, 1.0)).to(z.dtype)
+
+
+class LogSigmoid(Elementwise):
+    """a = log σ(z);  f′(z) = 1 − σ(z) = σ(−z)."""
+
+    @staticmethod
+    def f(z):
+        return torch.nn.functional.logsigmoid(z)
+
+    @staticmethod
+    def df(z):
+        return torch.sigmoid(-z)
+
+
+class Tanhshrink(Elementwise):
+    """a = z − tanh(z);  f′(z) = tanh²(z)."""
+
+    @staticmethod
+    def f(z):
+        return z - torch.tanh(z)
+
+    @staticmethod
+    def df(z):
+        return torch.tanh(z) ** 2
+
+
+class Softshrink(Elementwise):
+    """a = z − λ for z > λ, z + λ for z < −λ, 0 between;  f′(z) = [|z| > λ]."""
+
+    @staticmethod
+    def f(z, lambd):
+        return torch.nn.functional.softshrink(z, lambd)
+
+    @staticmethod
+    def df(z, lambd):
+        return _mask(z.abs() > lambd, z)
+
+
+class Hardshrink(Elementwise):
+    """a = z for |z| > λ, 0 otherwise;  f′(z) = [|z| > λ]."""
+
+    @staticmethod
+    def f(z, lambd):
+        return torch.nn.functional.hardshrink(z, lambd)
+
+    @staticmethod
+    def df(z, lambd):
+        return _mask(z.abs() > lambd, z)
+
+
+class Threshold(Elementwise):
+    """a = z for z > threshold, value otherwise;  f′(z) = [z > threshold]."""
+
+    @staticmethod
+    def f(z, threshold, value):
+        return torch.nn.functional.threshold(z, threshold, value)
+
+    @staticmethod
+    def f_(z, threshold, value):
+        return torch.nn.functional.threshold_(z, threshold, value)
+
+    @staticmethod
+    def df(z, threshold, value):
+        return _mask(z > threshold, z)
+
+
+def relu6(input: Tensor, inplace: bool = False) -> Tensor:
+    """Like ``torch.nn.functional.relu6``: hardtanh between 0 and 6."""
+    return hardtanh(input, 0.0, 6.0, inplace)
+
+
+def hardtanh(input: Tensor, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False) -> Tensor:
+    """Like ``torch.nn.functional.hardtanh``; backward δ = ∂C/∂a · [min_val < z < max_val]."""
+    if min_val > max_val:
+        raise LayerInputError(f"hardtanh: min_val ({min_val}) cannot be greater than max_val ({max_val})")
+    return Hardtanh.inplace(input, min_val, max_val) if inplace else Hardtanh.call(input, min_val, max_val)
+
+
+def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:
+    """Like ``torch.nn.functional.leaky_relu``; backward δ = ∂C/∂a · (1 if z > 0 else slope)."""
+    return LeakyReLU.inplace(input, negative_slope) if inplace else LeakyReLU.call(input, negative_slope)
+
+
+def elu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:
+    """Like ``torch.nn.functional.elu``; backward δ = ∂C/∂a · (1 if z > 0 else α·e^z)."""
+    return ELU.inplace(input, alpha) if inplace else ELU.call(input, alpha)
+
+
+def selu(input: Tensor, inplace: bool = False) -> Tensor:
+    """Like ``torch.nn.functional.selu``; backward δ = ∂C/∂a · λ(1 if z > 0 else α·e^z)."""
+    return SELU.inplace(input) if inplace else SELU.call(input)
+
+
+def celu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:
+    """Like ``torch.nn.functional.celu``; backward δ = ∂C/∂a · (1 if z > 0 else e^(z/α))."""
+    if alpha == 0:
+        raise LayerInputError("celu: alpha must not be 0 (ZeroDivisionError in z/α)")
+    return CELU.inplace(input, alpha) if inplace else CELU.call(input, alpha)
+
+
+def gelu(input: Tensor, approximate: str = "none") -> Tensor:
+    """Like ``torch.nn.functional.gelu``; backward δ = ∂C/∂a · (Φ(z) + z·φ(z)) (or the tanh form)."""
+    if approximate not in ("none", "tanh"):
+        raise LayerInputError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return GELU.call(input, approximate)
+
+
+def silu(input: Tensor, inplace: bool = False) -> Tensor:
+    """Like ``torch.nn.functional.silu``; backward δ = ∂C/∂a · σ(z)(1 + z(1 − σ(z)))."""
+    return SiLU.inplace(input) if inplace else SiLU.call(input)
+
+
+def mish(input: Tensor, inplace: bool = False) -> Tensor:
+    """Like ``torch.nn.functional.mish``; backward δ = ∂C/∂a · (tanh(sp) + z·σ(z)(1 − tanh²(sp)))."""
+    return Mish.inplace(input) if inplace else Mish.call(input)
+
+
+def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
+    """Like ``torch.nn.functional.softplus``; backward δ = ∂C/∂a · σ(βz)."""
+    return Softplus.call(input, beta, threshold)
+
+
+def softsign(input: Tensor) -> Tensor:
+    """Like ``torch.nn.functional.softsign``; backward δ = ∂C/∂a / (1 + |z|)²."""
+    return Softsign.call(input)
+
+
+def hardsigmoid(input: Tensor, inplace: bool = False) -> Tensor:
+    """Like ``torch.nn.functional.hardsigmoid``; backward δ = ∂C/∂a · [−3 < z < 3]/6."""
+    return Hardsigmoid.inplace(input) if inplace else Hardsigmoid.call(input)
+
+
+def hardswish(input: Tensor, inplace: bool = False) -> Tensor:
+    """Like ``torch.nn.functional.hardswish``; backward δ = ∂C/∂a · (0, z/3 + ½ or 1)."""
+    return Hardswish.inplace(input) if inplace else Hardswish.call(input)
+
+
+def logsigmoid(input: Tensor) -> Tensor:
+    """Like ``torch.nn.functional.logsigmoid``; backward δ = ∂C/∂a · σ(−z)."""
+    return LogSigmoid.call(input)
+
+
+def tanhshrink(input: Tensor) -> Tensor:
+    """Like ``torch.nn.functional.tanhshrink``; backward δ = ∂C/∂a · tanh²(z)."""
+    return Tanhshrink.call(input)
+
+
+def softshrink(input: Tensor, lambd: float = 0.5) -> Tensor:
+    """Like ``torch.nn.functional.softshrink``; backward δ = ∂C/∂a · [|z| > λ]."""
+    if lambd < 0:
+        raise LayerInputError(f"softshrink: lambda must be greater or equal to 0, got {lambd}")
+    return Softshrink.call(input, lambd)
+
+
+def hardshrink(input: Tensor, lambd: float = 0.5) -> Tensor:
+    """Like ``torch.nn.functional.hardshrink``; backward δ = ∂C/∂a · [|z| > λ]."""
+    return Hardshrink.call(input, lambd)
+
+
+def threshold(input: Tensor, threshold: float, value: float, inplace: bool = False) -> Tensor:
+    """Like ``torch.nn.functional.threshold``; backward δ = ∂C/∂a · [z > threshold]."""
+    return Threshold.inplace(input, threshold, value) if inplace else Threshold.call(input, threshold, value)
+
+
+# -- activations with a parameter, randomness, or several inputs per output ---------------------
+class PReLU(ManualFunction):
+    """a = z for z > 0, w_c·z otherwise (w per channel c = dim 1, or one w for all).
+
+    δ = ∂C/∂a · (1 if z > 0 else w_c);   ∂C/∂w_c = Σ over all but the channel of ∂C/∂a · z · [z ≤ 0].
+    """
+
+    @staticmethod
+    def forward(z: Tensor, weight: Tensor) -> Tensor:
+        return torch.nn.functional.prelu(z, weight)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+        ctx.save_for_forward(*inputs)
+
+    @staticmethod
+    def _per_channel(z: Tensor, weight: Tensor) -> Tensor:
+        """w laid out to broadcast against z: along dim 1 (dim 0 for a 1-D z), or a scalar."""
+        if weight.numel() == 1 or z.dim() == 0:
+            return weight.reshape(())
+        shape = [1] * z.dim()
+        shape[1 if z.dim() >= 2 else 0] = -1
+        return weight.reshape(shape)
+
+    @staticmethod
+    def backward(ctx, grad_a: Tensor):
+        z, weight = ctx.saved_tensors
+        positive = z > 0
+        w = PReLU._per_channel(z, weight)
+        grad_z = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            grad_z = torch.where(positive, grad_a, grad_a * w)  # ∂a/∂z = 1 or w_c
+        if ctx.needs_input_grad[1]:
+            per_element = torch.where(positive, 0.0, grad_a * z)  # ∂a/∂w_c = z where z ≤ 0
+            if weight.numel() == 1:
+                grad_weight = per_element.sum().reshape(weight.shape)  # one w: sum everywhere
+            else:
+                channel = 1 if z.dim() >= 2 else 0
+                dims = [d for d in range(z.dim()) if d != channel]
+                grad_weight = per_element.sum(dims).reshape(weight.shape)  # Σ over all but the channel
+        return grad_z, grad_weight
+
+    @staticmethod
+    def jvp(ctx, tangent_z, tangent_weight):
+        z, weight = ctx.saved_tensors
+        positive = z > 0
+        out = torch.zeros_like(z)
+        if tangent_z is not None:
+            out = out + torch.where(positive, tangent_z, tangent_z * PReLU._per_channel(z, weight))
+        if tangent_weight is not None:
+            out = out + torch.where(positive, 0.0, z * PReLU._per_channel(z, tangent_weight))
+        return out
+
+
+def prelu(input: Tensor, weight: Tensor) -> Tensor:
+    """Like ``torch.nn.functional.prelu``; backward δ = ∂C/∂a · (1 or w), ∂C/∂w = Σ ∂C/∂a · z · [z ≤ 0]."""
+    channels = input.shape[1] if input.dim() >= 2 else 1  # as torch: a 1-D input is one channel
+    if weight.numel() != 1 and weight.numel() != channels:
+        raise LayerInputError(
+            f"prelu: weight has {weight.numel()} parameters but the input (shape {tuple(input.shape)}) has "
+            f"{channels} channels; expected 1 or {channels}"
+        )
+    return PReLU.call(input, weight)
+
+
+class RReLU(ManualFunction):
+    """Training mode: a = z for z > 0, r·z otherwise, with r drawn uniformly from [lower, upper]
+    per element (torch's own draw, so the same seed gives the same r). (In eval mode RReLU is a
+    leaky ReLU with slope (lower + upper)/2, and :func:`rrelu` uses :class:`LeakyReLU`.)
+
+    δ = ∂C/∂a · r  (r = 1 where z > 0): the forward records each element's factor as ``noise``.
+    """
+
+    generate_vmap_rule = False  # a random draw per element cannot be batched
+
+    @staticmethod
+    def forward(z: Tensor, lower: float, upper: float):
+        noise = torch.empty_like(z)
+        a = torch.ops.aten.rrelu_with_noise(z, noise, lower, upper, True)  # a forward op; fills noise with r
+        return a, noise
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(output[1])
+        ctx.save_for_forward(output[1])
+
+    @staticmethod
+    def backward(ctx, grad_a: Tensor, _):
+        (noise,) = ctx.saved_tensors
+        return grad_a * noise, None, None  # δ = ∂C/∂a · r
+
+    @staticmethod
+    def jvp(ctx, tangent_z, *_):
+        (noise,) = ctx.saved_tensors
+        return tangent_z * noise, None
+
+
+def rrelu(
+    input: Tensor, lower: float = 1.0 / 8, upper: float = 1.0 / 3, training: bool = False, inplace: bool = False
+) -> Tensor:
+    """Like ``torch.nn.functional.rrelu``; backward δ = ∂C/∂a · r, the slope each element drew."""
+    if not training:
+        return leaky_relu(input, (lower + upper) / 2, inplace)
+    if inplace:
+        raise LayerInputError(
+            "rrelu: inplace=True in training is not supported by the manual version; use inplace=False"
+        )
+    return RReLU.call(input, lower, upper)[0]
+
+
+class GLU(ManualFunction):
+    """Split z in halves u, v along ``dim``:  a = u ⊙ σ(v).
+
+    ∂C/∂u = ∂C/∂a ⊙ σ(v),   ∂C/∂v = ∂C/∂a ⊙ u ⊙ σ(v)(1 − σ(v)),   δ = [∂C/∂u, ∂C/∂v] along dim.
+    """
+
+    @staticmethod
+    def forward(z: Tensor, dim: int) -> Tensor:
+        return torch.nn.functional.glu(z, dim)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        z, ctx.dim = inputs
+        ctx.save_for_backward(z)
+        ctx.save_for_forward(z)
+
+    @staticmethod
+    def backward(ctx, grad_a: Tensor):
+        (z,) = ctx.saved_tensors
+        u, v = z.chunk(2, ctx.dim)
+        gate = torch.sigmoid(v)  # σ(v)
+        grad_u = grad_a * gate  # ∂a/∂u = σ(v)
+        grad_v = grad_a * u * gate * (1 - gate)  # ∂a/∂v = u·σ′(v)
+        return torch.cat([grad_u, grad_v], ctx.dim), None
+
+    @staticmethod
+    def jvp(ctx, tangent_z: Tensor, _):
+        (z,) = ctx.saved_tensors
+        u, v = z.chunk(2, ctx.dim)
+        tangent_u, tangent_v = tangent_z.chunk(2, ctx.dim)
+        gate = torch.sigmoid(v)
+        return tangent_u * gate + u * gate * (1 - gate) * tangent_v
+
+
+def glu(input: Tensor, dim: int = -1) -> Tensor:
+    """Like ``torch.nn.functional.glu``; backward [∂C/∂a·σ(v), ∂C/∂a·u·σ′(v)]."""
+    if input.dim() == 0 or input.shape[dim] % 2:
+        raise LayerInputError(
+            f"glu: halving dimension {dim} of input shape {tuple(input.shape)} needs an even size"
+        )
+    return GLU.call(input, dim)
+
+
+class Softmin(ManualFunction):
+    """a = softmax(−z) along ``dim``:  δ_j = −a_j (g_j − Σ_i g_i a_i)  (softmax's, times ∂(−z)/∂z = −1)."""
+
+    @staticmethod
+    def forward(z: Tensor, dim: int, dtype: torch.dtype | None) -> Tensor:
+        return torch.softmax(-z, dim, dtype=dtype)
+
+    setup_context = staticmethod(_save_output_and_dim)
+
+    @staticmethod
+    def backward(ctx, grad_a: Tensor):
+        (a,) = ctx.saved_tensors
+        delta = -a * (grad_a - (grad_a * a).sum(ctx.dim, keepdim=True))  # −a_j (g_j − Σ_i g_i a_i)
+        return delta.to(ctx.z_dtype), None, None
+
+    @staticmethod
+    def jvp(ctx, tangent_z: Tensor, *_):
+        (a,) = ctx.saved_tensors
+        return -a * (tangent_z - (tangent_z * a).sum(ctx.dim, keepdim=True))
+
+
+def softmin(input: Tensor, dim: int | None = None, _stacklevel: int = 3, dtype: torch.dtype | None = None) -> Tensor:
+    """Like ``torch.nn.functional.softmin``; backward δ = −a ⊙ (g − Σ g ⊙ a)."""
+    return Softmin.call(input, _softmax_dim("softmin", input, dim, _stacklevel), dtype)
