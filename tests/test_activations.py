@@ -1,7 +1,5 @@
 """Activations beyond the table: extreme inputs, randomness, bad input, signatures."""
 
-import inspect
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -78,27 +76,3 @@ def test_in_place_activation_keeps_second_derivatives():
 def test_bad_input_is_a_clear_error(call_it, message):
     with pytest.raises(LayerInputError, match=message):
         call_it()
-
-
-def _params(fn):
-    try:
-        return [(p.name, p.default) for p in inspect.signature(fn).parameters.values()]
-    except ValueError:  # a C builtin: its docstring opens with the signature
-        line = fn.__doc__.strip().splitlines()[0]
-        inner = line[line.index("(") + 1: line.rindex(")")]
-        parsed = []
-        for part in (p.strip() for p in inner.split(",")):
-            if part in ("*", "") or part.startswith("out="):
-                continue
-            name, _, default = part.partition("=")
-            parsed.append((name.strip(), eval(default) if default else inspect.Parameter.empty))
-        return parsed
-
-
-@pytest.mark.parametrize("name", sorted(set(dir(MA)) & set(dir(F)) - {"Tensor", "annotations", "math", "torch",
-                                                                       "warnings"}))
-def test_functional_signatures_mirror_torch(name):
-    ours, theirs = getattr(MA, name), getattr(F, name)
-    if not callable(ours) or isinstance(ours, type):
-        pytest.skip("not a function")
-    assert _params(ours) == _params(theirs)

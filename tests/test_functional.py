@@ -10,6 +10,7 @@ import manual_backprop.functional as MF
 from manual_backprop import LayerInputError
 
 from cases import DT, FUNCTION_CASES, call
+from signatures import signature_params
 
 ids = [c.id for c in FUNCTION_CASES]
 
@@ -126,18 +127,9 @@ def test_relu_inplace_overwrites_its_input():
     assert z.grad.tolist() == [0.0, 1.0]
 
 
-def test_functional_signatures_mirror_torch():
-    import inspect
-
-    def params(fn):
-        try:
-            return [(p.name, p.default) for p in inspect.signature(fn).parameters.values()]
-        except ValueError:  # a C builtin (F.linear): its docstring states the signature
-            assert "linear(input, weight, bias=None)" in fn.__doc__
-            return [("input", inspect.Parameter.empty), ("weight", inspect.Parameter.empty), ("bias", None)]
-
-    for name in MF.__all__:
-        assert params(getattr(MF, name)) == params(getattr(torch.nn.functional, name)), name
+@pytest.mark.parametrize("name", MF.__all__)
+def test_functional_signatures_mirror_torch(name):
+    assert signature_params(getattr(MF, name)) == signature_params(getattr(torch.nn.functional, name))
 
 
 @pytest.mark.parametrize(
