@@ -34,10 +34,11 @@ from manual_backprop.functional.activations import (
     tanhshrink,
     threshold,
 )
-from manual_backprop.functional.linear import linear
+from manual_backprop.functional.linear import bilinear, linear
 from manual_backprop.functional.losses import cross_entropy, mse_loss
 
 __all__ = [
+    "bilinear",
     "celu",
     "cross_entropy",
     "elu",

@@ -73,3 +73,78 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
             f"linear: bias shape {shape(bias)} does not match out_features={weight.shape[0]}"
         )
     return Linear.call(input, weight, bias)
+
+
+class Bilinear(ManualFunction):
+    """z_k = x1ᵀ · W_k · x2 + b_k  for each output k.
+
+    Index letters: n batch (leading dims flattened), i features of x1, j features of x2, k outputs.
+    ∂C/∂x1_ni = Σ_k δ_nk Σ_j W_kij x2_nj      (the blame on x1 goes through W·x2)
+    ∂C/∂x2_nj = Σ_k δ_nk Σ_i W_kij x1_ni      (and on x2 through x1ᵀ·W)
+    ∂C/∂W_kij = Σ_n δ_nk x1_ni x2_nj          (δ times the product of the two inputs it multiplied)
+    ∂C/∂b_k   = Σ_n δ_nk
+    """
+
+    @staticmethod
+    def forward(x1: Tensor, x2: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        return torch.nn.functional.bilinear(x1, x2, weight, bias)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x1, x2, weight, _ = inputs
+        ctx.save_for_backward(x1, x2, weight)
+        ctx.save_for_forward(x1, x2, weight)
+
+    @staticmethod
+    def backward(ctx, delta: Tensor):
+        x1, x2, weight = ctx.saved_tensors
+        n_out, n_in1, n_in2 = weight.shape
+        delta_nk = delta.reshape(-1, n_out)
+        x1_ni, x2_nj = x1.reshape(-1, n_in1), x2.reshape(-1, n_in2)
+        grad_x1 = grad_x2 = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+            blame_nij = (delta_nk @ weight.reshape(n_out, -1)).reshape(-1, n_in1, n_in2)  # Σ_k δ_nk W_kij
+        if ctx.needs_input_grad[0]:
+            grad_x1 = (blame_nij @ x2_nj.unsqueeze(-1)).reshape(x1.shape)  # Σ_j (Σ_k δ_k W_kij) x2_j
+        if ctx.needs_input_grad[1]:
+            grad_x2 = (x1_ni.unsqueeze(1) @ blame_nij).reshape(x2.shape)  # Σ_i x1_i (Σ_k δ_k W_kij)
+        if ctx.needs_input_grad[2]:
+            inputs_nij = x1_ni.unsqueeze(2) * x2_nj.unsqueeze(1)  # x1_i x2_j, the product W_kij multiplied
+            grad_weight = (delta_nk.T @ inputs_nij.reshape(-1, n_in1 * n_in2)).reshape(weight.shape)  # Σ_n δ x1 x2
+        if ctx.needs_input_grad[3]:
+            grad_bias = delta_nk.sum(0)  # ∂C/∂b = Σ_n δ
+        return grad_x1, grad_x2, grad_weight, grad_bias
+
+    @staticmethod
+    def jvp(ctx, tangent_x1, tangent_x2, tangent_weight, tangent_bias):
+        x1, x2, weight = ctx.saved_tensors
+        bilinear_form = torch.nn.functional.bilinear  # linear in each argument: its own derivative
+        out = torch.zeros((), dtype=x1.dtype, device=x1.device)
+        if tangent_x1 is not None:
+            out = out + bilinear_form(tangent_x1, x2, weight)  # ẋ1ᵀ W x2
+        if tangent_x2 is not None:
+            out = out + bilinear_form(x1, tangent_x2, weight)  # x1ᵀ W ẋ2
+        if tangent_weight is not None:
+            out = out + bilinear_form(x1, x2, tangent_weight)  # x1ᵀ Ẇ x2
+        if tangent_bias is not None:
+            out = out + tangent_bias
+        return out
+
+
+def bilinear(input1: Tensor, input2: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """Like ``torch.nn.functional.bilinear``, with the hand-written backward of :class:`Bilinear`."""
+    if weight.dim() != 3:
+        raise LayerInputError(f"bilinear: weight must be 3-D (out, in1, in2), got shape {shape(weight)}")
+    if input1.dim() == 0 or input1.shape[:-1] != input2.shape[:-1]:
+        raise LayerInputError(
+            f"bilinear: input1 shape {shape(input1)} and input2 shape {shape(input2)} must agree on every "
+            "dimension but the last"
+        )
+    if input1.shape[-1] != weight.shape[1] or input2.shape[-1] != weight.shape[2]:
+        raise LayerInputError(
+            f"bilinear: inputs end in {input1.shape[-1]} and {input2.shape[-1]} features, but weight shape "
+            f"{shape(weight)} expects {weight.shape[1]} and {weight.shape[2]}"
+        )
+    if bias is not None and shape(bias) != (weight.shape[0],):
+        raise LayerInputError(f"bilinear: bias shape {shape(bias)} does not match out_features={weight.shape[0]}")
+    return Bilinear.call(input1, input2, weight, bias)

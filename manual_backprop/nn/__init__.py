@@ -31,7 +31,7 @@ from manual_backprop.nn.activations import (
     Tanhshrink,
     Threshold,
 )
-from manual_backprop.nn.linear import Linear
+from manual_backprop.nn.linear import Bilinear, Linear
 from manual_backprop.nn.losses import CrossEntropyLoss, MSELoss
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "GLU",
     "SELU",
     "SUPPORTED_MODULES",
+    "Bilinear",
     "CrossEntropyLoss",
     "Hardshrink",
     "Hardsigmoid",

@@ -16,3 +16,12 @@ class Linear(nn.Linear):
     @names_the_layer
     def forward(self, input: Tensor) -> Tensor:
         return MF.linear(input, self.weight, self.bias)
+
+
+@register(nn.Bilinear)
+class Bilinear(nn.Bilinear):
+    """z_k = x1ᵀ · W_k · x2 + b_k  (see :class:`manual_backprop.functional.linear.Bilinear`)."""
+
+    @names_the_layer
+    def forward(self, input1: Tensor, input2: Tensor) -> Tensor:
+        return MF.bilinear(input1, input2, self.weight, self.bias)
