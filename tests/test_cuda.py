@@ -1,0 +1,58 @@
+"""The layer table on a GPU: runs where CUDA is present, skipped elsewhere.
+
+    .venv/bin/python -m pytest tests/test_cuda.py     # on a machine with a GPU
+"""
+
+import copy
+
+import pytest
+import torch
+from torch.utils._pytree import tree_leaves
+
+import manual_backprop as mbp
+
+from cases import MODULE_CASES, native_model
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _on_cuda(t):
+    if not isinstance(t, torch.Tensor):
+        return t
+    moved = t.detach().to("cuda", torch.float32 if t.is_floating_point() else t.dtype)
+    return moved.requires_grad_(t.requires_grad)
+
+
+@pytest.mark.parametrize("case", MODULE_CASES, ids=[c.id for c in MODULE_CASES])
+def test_module_case_on_cuda_matches_native(case):
+    native = case.make().to("cuda", torch.float32).train(case.train)
+    manual = mbp.convert(copy.deepcopy(native), strict=True)
+    made = case.inputs()
+    x_m = [_on_cuda(t) for t in made]
+    x_n = [_on_cuda(t) for t in made]
+    torch.manual_seed(1)
+    out_m = manual(*x_m)
+    torch.manual_seed(1)
+    out_n = native(*x_n)
+    torch.testing.assert_close(out_m, out_n, rtol=1e-4, atol=1e-4)
+    outs_m = [t for t in tree_leaves(out_m) if isinstance(t, torch.Tensor) and t.requires_grad]
+    outs_n = [t for t in tree_leaves(out_n) if isinstance(t, torch.Tensor) and t.requires_grad]
+    grads = [torch.randn_like(t) for t in outs_n]
+    torch.autograd.backward(outs_n, grads)
+    audit = mbp.audit_backward(outs_m, gradient=grads)
+    assert audit.ok, str(audit)
+    for p_m, p_n in zip(manual.parameters(), native.parameters()):
+        torch.testing.assert_close(p_m.grad, p_n.grad, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_autocast_training_step_on_cuda_matches_native(dtype):
+    native = native_model("relu").float().cuda()
+    manual = mbp.convert(copy.deepcopy(native))
+    x, y = torch.randn(32, 5, device="cuda"), torch.randint(0, 3, (32,), device="cuda")
+    for model, ce in [(native, torch.nn.functional.cross_entropy), (manual, mbp.functional.cross_entropy)]:
+        with torch.autocast("cuda", dtype=dtype):
+            loss = ce(model(x).float(), y)
+        loss.backward()
+    for p_m, p_n in zip(manual.parameters(), native.parameters()):
+        torch.testing.assert_close(p_m.grad, p_n.grad, rtol=2e-2, atol=2e-2)
