@@ -34,14 +34,31 @@ from manual_backprop.functional.activations import (
     tanhshrink,
     threshold,
 )
+from manual_backprop.functional.dropout import (
+    alpha_dropout,
+    dropout,
+    dropout1d,
+    dropout2d,
+    dropout3d,
+    feature_alpha_dropout,
+)
+from manual_backprop.functional.embedding import embedding, embedding_bag
 from manual_backprop.functional.linear import bilinear, linear
 from manual_backprop.functional.losses import cross_entropy, mse_loss
 
 __all__ = [
+    "alpha_dropout",
     "bilinear",
     "celu",
     "cross_entropy",
+    "dropout",
+    "dropout1d",
+    "dropout2d",
+    "dropout3d",
     "elu",
+    "embedding",
+    "embedding_bag",
+    "feature_alpha_dropout",
     "gelu",
     "glu",
     "hardshrink",

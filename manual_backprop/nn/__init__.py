@@ -31,6 +31,8 @@ from manual_backprop.nn.activations import (
     Tanhshrink,
     Threshold,
 )
+from manual_backprop.nn.dropout import AlphaDropout, Dropout, Dropout1d, Dropout2d, Dropout3d, FeatureAlphaDropout
+from manual_backprop.nn.embedding import Embedding, EmbeddingBag
 from manual_backprop.nn.linear import Bilinear, Linear
 from manual_backprop.nn.losses import CrossEntropyLoss, MSELoss
 
@@ -41,8 +43,16 @@ __all__ = [
     "GLU",
     "SELU",
     "SUPPORTED_MODULES",
+    "AlphaDropout",
     "Bilinear",
     "CrossEntropyLoss",
+    "Dropout",
+    "Dropout1d",
+    "Dropout2d",
+    "Dropout3d",
+    "Embedding",
+    "EmbeddingBag",
+    "FeatureAlphaDropout",
     "Hardshrink",
     "Hardsigmoid",
     "Hardswish",
