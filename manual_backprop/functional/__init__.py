@@ -45,9 +45,18 @@ from manual_backprop.functional.dropout import (
 from manual_backprop.functional.embedding import embedding, embedding_bag
 from manual_backprop.functional.linear import bilinear, linear
 from manual_backprop.functional.losses import cross_entropy, mse_loss
+from manual_backprop.functional.normalization import (
+    batch_norm,
+    group_norm,
+    instance_norm,
+    layer_norm,
+    local_response_norm,
+    rms_norm,
+)
 
 __all__ = [
     "alpha_dropout",
+    "batch_norm",
     "bilinear",
     "celu",
     "cross_entropy",
@@ -61,12 +70,16 @@ __all__ = [
     "feature_alpha_dropout",
     "gelu",
     "glu",
+    "group_norm",
     "hardshrink",
     "hardsigmoid",
     "hardswish",
     "hardtanh",
+    "instance_norm",
+    "layer_norm",
     "leaky_relu",
     "linear",
+    "local_response_norm",
     "log_softmax",
     "logsigmoid",
     "mish",
@@ -74,6 +87,7 @@ __all__ = [
     "prelu",
     "relu",
     "relu6",
+    "rms_norm",
     "rrelu",
     "selu",
     "sigmoid",

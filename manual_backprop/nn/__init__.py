@@ -35,6 +35,18 @@ from manual_backprop.nn.dropout import AlphaDropout, Dropout, Dropout1d, Dropout
 from manual_backprop.nn.embedding import Embedding, EmbeddingBag
 from manual_backprop.nn.linear import Bilinear, Linear
 from manual_backprop.nn.losses import CrossEntropyLoss, MSELoss
+from manual_backprop.nn.normalization import (
+    BatchNorm1d,
+    BatchNorm2d,
+    BatchNorm3d,
+    GroupNorm,
+    InstanceNorm1d,
+    InstanceNorm2d,
+    InstanceNorm3d,
+    LayerNorm,
+    LocalResponseNorm,
+    RMSNorm,
+)
 
 __all__ = [
     "CELU",
@@ -44,6 +56,9 @@ __all__ = [
     "SELU",
     "SUPPORTED_MODULES",
     "AlphaDropout",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "BatchNorm3d",
     "Bilinear",
     "CrossEntropyLoss",
     "Dropout",
@@ -53,17 +68,24 @@ __all__ = [
     "Embedding",
     "EmbeddingBag",
     "FeatureAlphaDropout",
+    "GroupNorm",
     "Hardshrink",
     "Hardsigmoid",
     "Hardswish",
     "Hardtanh",
+    "InstanceNorm1d",
+    "InstanceNorm2d",
+    "InstanceNorm3d",
+    "LayerNorm",
     "LeakyReLU",
     "Linear",
+    "LocalResponseNorm",
     "LogSigmoid",
     "LogSoftmax",
     "MSELoss",
     "Mish",
     "PReLU",
+    "RMSNorm",
     "RReLU",
     "ReLU",
     "ReLU6",
