@@ -79,3 +79,19 @@ def test_compiled_converted_model_has_the_same_gradients_without_graph_breaks():
     torch.nn.functional.cross_entropy(native(x), y).backward()
     for p_m, p_n in zip(manual.parameters(), native.parameters()):
         torch.testing.assert_close(p_m.grad, p_n.grad)
+
+
+def _all_functions(cls=ManualFunction):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _all_functions(sub)
+
+
+def test_every_twin_shares_the_wrapped_backward_of_its_function():
+    import manual_backprop.functional  # noqa: F401  (every family registered)
+
+    functions = [f for f in _all_functions() if not f.__dict__.get("_twin") and "backward" in f.__dict__]
+    assert len(functions) > 30
+    for function in functions:
+        assert function.with_jvp.backward is function.backward, function
+        assert function.with_jvp.setup_context is function.setup_context, function

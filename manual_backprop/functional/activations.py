@@ -32,6 +32,9 @@ class Elementwise(ManualFunction):
     def __init_subclass__(cls, **kwargs):
         # torch.compile and torch.func want staticmethods, so the shared forward/backward are
         # built here as closures over this subclass's f and f′ (before ManualFunction wraps them).
+        if cls.__dict__.get("_twin"):  # ManualFunction's jvp twin inherits what is built here
+            super().__init_subclass__(**kwargs)
+            return
         f, df, from_output = cls.f, cls.df, cls.saves == "output"
 
         def forward(z, *args):
