@@ -72,6 +72,16 @@ from manual_backprop.functional.normalization import (
     local_response_norm,
     rms_norm,
 )
+from manual_backprop.functional.recurrent import (
+    gru,
+    gru_cell,
+    lstm,
+    lstm_cell,
+    rnn_relu,
+    rnn_relu_cell,
+    rnn_tanh,
+    rnn_tanh_cell,
+)
 
 __all__ = [
     "alpha_dropout",
@@ -94,6 +104,8 @@ __all__ = [
     "gelu",
     "glu",
     "group_norm",
+    "gru",
+    "gru_cell",
     "hardshrink",
     "hardsigmoid",
     "hardswish",
@@ -109,6 +121,8 @@ __all__ = [
     "local_response_norm",
     "log_softmax",
     "logsigmoid",
+    "lstm",
+    "lstm_cell",
     "margin_ranking_loss",
     "mish",
     "mse_loss",
@@ -120,6 +134,10 @@ __all__ = [
     "relu",
     "relu6",
     "rms_norm",
+    "rnn_relu",
+    "rnn_relu_cell",
+    "rnn_tanh",
+    "rnn_tanh_cell",
     "rrelu",
     "selu",
     "sigmoid",
