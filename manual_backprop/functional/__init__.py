@@ -34,6 +34,8 @@ from manual_backprop.functional.activations import (
     tanhshrink,
     threshold,
 )
+from manual_backprop.functional.attention import multi_head_attention_forward, scaled_dot_product_attention
+from manual_backprop.functional.conv import conv1d, conv2d, conv3d, conv_transpose1d, conv_transpose2d, conv_transpose3d
 from manual_backprop.functional.dropout import (
     alpha_dropout,
     dropout,
@@ -72,6 +74,7 @@ from manual_backprop.functional.normalization import (
     local_response_norm,
     rms_norm,
 )
+from manual_backprop.functional.padding import pad
 from manual_backprop.functional.pooling import (
     adaptive_avg_pool1d,
     adaptive_avg_pool2d,
@@ -113,6 +116,12 @@ __all__ = [
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "celu",
+    "conv1d",
+    "conv2d",
+    "conv3d",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "conv_transpose3d",
     "cosine_embedding_loss",
     "cross_entropy",
     "dropout",
@@ -152,9 +161,11 @@ __all__ = [
     "max_pool3d",
     "mish",
     "mse_loss",
+    "multi_head_attention_forward",
     "multi_margin_loss",
     "multilabel_soft_margin_loss",
     "nll_loss",
+    "pad",
     "poisson_nll_loss",
     "prelu",
     "relu",
@@ -165,6 +176,7 @@ __all__ = [
     "rnn_tanh",
     "rnn_tanh_cell",
     "rrelu",
+    "scaled_dot_product_attention",
     "selu",
     "sigmoid",
     "silu",
