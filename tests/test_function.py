@@ -95,3 +95,30 @@ def test_every_twin_shares_the_wrapped_backward_of_its_function():
     for function in functions:
         assert function.with_jvp.backward is function.backward, function
         assert function.with_jvp.setup_context is function.setup_context, function
+
+
+LOSSES_UNDER_AUTOCAST = [
+    ("cross_entropy", lambda z: (z, torch.randint(0, 5, (8,)))),
+    ("mse_loss", lambda z: (z, torch.randn(8, 5))),
+    ("l1_loss", lambda z: (z, torch.randn(8, 5))),
+    ("binary_cross_entropy_with_logits", lambda z: (z, torch.rand(8, 5))),
+    ("kl_div", lambda z: (z, torch.rand(8, 5))),
+]
+
+
+@pytest.mark.parametrize(("name", "make"), LOSSES_UNDER_AUTOCAST, ids=[n for n, _ in LOSSES_UNDER_AUTOCAST])
+def test_losses_run_in_float32_under_autocast_like_torch(name, make):
+    logits = torch.randn(8, 5).bfloat16().requires_grad_()
+    logits_native = logits.detach().clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.manual_seed(0)
+        loss = getattr(mbp.functional, name)(*make(logits))
+        torch.manual_seed(0)
+        expected = getattr(torch.nn.functional, name)(*make(logits_native))
+    assert loss.dtype == expected.dtype == torch.float32
+    torch.testing.assert_close(loss, expected)
+    audit = mbp.audit_backward(loss)
+    assert audit.ok, str(audit)
+    expected.backward()
+    assert logits.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(logits.grad, logits_native.grad)

@@ -5,6 +5,10 @@
 - **Autocast.** Backward runs under the autocast state its forward ran under, so a δ in bfloat16
   meets weights in float32 as it did in the forward. (This is what ``torch.amp.custom_fwd`` /
   ``custom_bwd`` do; they do not work with ``setup_context``, pytorch issue 132388.)
+- **Autocast to float32.** A Function with ``autocast_to_float32 = True`` (the losses: torch's
+  autocast runs them in float32 too) gets its float16/bfloat16 inputs cast to float32 by
+  :class:`Cast` and runs with autocast off, when autocast is on; its gradients go back in the
+  inputs' own dtypes.
 - **Forward mode and torch.compile.** A Function may define ``jvp`` (the forward-mode derivative,
   for ``torch.func.jvp`` / ``jacfwd``). Dynamo cannot trace a Function with a custom ``jvp``, so
   the ``jvp`` moves to a twin subclass, ``cls.with_jvp``, and the class itself keeps none.
@@ -17,15 +21,24 @@ from __future__ import annotations
 import torch
 
 
+def _device_type(inputs) -> str:
+    return next((t.device.type for t in inputs if isinstance(t, torch.Tensor)), "cpu")
+
+
 def _autocast_state(inputs) -> tuple[str, torch.dtype] | None:
-    device = next((t.device.type for t in inputs if isinstance(t, torch.Tensor)), "cpu")
+    device = _device_type(inputs)
     return (device, torch.get_autocast_dtype(device)) if torch.is_autocast_enabled(device) else None
+
+
+def _low_precision(t) -> bool:
+    return isinstance(t, torch.Tensor) and t.dtype in (torch.float16, torch.bfloat16)
 
 
 class ManualFunction(torch.autograd.Function):
     """Subclass this, define ``forward``, ``setup_context``, ``backward`` (and ``jvp``)."""
 
     generate_vmap_rule = True
+    autocast_to_float32 = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -56,4 +69,31 @@ class ManualFunction(torch.autograd.Function):
     @classmethod
     def call(cls, *args):
         """Apply the Function: with its ``jvp`` in eager mode, without it inside ``torch.compile``."""
-        return cls.apply(*args) if torch.compiler.is_compiling() else cls.with_jvp.apply(*args)
+        function = cls if torch.compiler.is_compiling() else cls.with_jvp
+        if cls.autocast_to_float32:
+            device = _device_type(args)
+            if torch.is_autocast_enabled(device):
+                args = tuple(Cast.call(a, torch.float32) if _low_precision(a) else a for a in args)
+                with torch.autocast(device, enabled=False):
+                    return function.apply(*args)
+        return function.apply(*args)
+
+
+class Cast(ManualFunction):
+    """a = z in another dtype:  ∂C/∂z = ∂C/∂a, back in z's dtype (what autocast's own casts do)."""
+
+    @staticmethod
+    def forward(z: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return z.to(dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.z_dtype, ctx.dtype_out = inputs[0].dtype, inputs[1]
+
+    @staticmethod
+    def backward(ctx, grad_a: torch.Tensor):
+        return grad_a.to(ctx.z_dtype), None  # the identity, in z's precision
+
+    @staticmethod
+    def jvp(ctx, tangent_z: torch.Tensor, _):
+        return tangent_z.to(ctx.dtype_out)

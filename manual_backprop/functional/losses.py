@@ -1399,3 +1399,10 @@ def triplet_margin_loss(
     _check_same_shape(name, anchor, positive, "positive", "anchor")
     _check_same_shape(name, anchor, negative, "negative", "anchor")
     return TripletMargin.call(anchor, positive, negative, float(margin), float(p), float(eps), bool(swap), reduction)
+
+
+# torch's autocast computes every loss but the Gaussian NLL in float32; so do these
+for _loss in (MSELoss, CrossEntropy, L1Loss, SmoothL1Loss, HuberLoss, BinaryCrossEntropy, BinaryCrossEntropyWithLogits,
+              KLDiv, PoissonNLL, SoftMargin, MarginRanking, HingeEmbedding, NLLLoss, MultiLabelSoftMargin,
+              CosineEmbedding, MultiMargin, TripletMargin):
+    _loss.autocast_to_float32 = True
