@@ -11,8 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import manual_backprop as mbp
-import manual_backprop.nn.conv as conv_modules
-import manual_backprop.nn.padding as padding_modules
 from manual_backprop import LayerInputError
 from manual_backprop.functional import conv as MC
 from manual_backprop.functional.padding import pad
@@ -271,20 +269,6 @@ def test_pad_signature_mirrors_torch():
     assert _documented_signature(pad) == _documented_signature(F.pad)
 
 
-DROP_INS = [cls for module in (conv_modules, padding_modules) for cls in vars(module).values()
-            if isinstance(cls, type) and cls.__module__ == module.__name__ and not cls.__name__.startswith("_")]
-
-
-@pytest.mark.parametrize("manual_cls", DROP_INS, ids=[cls.__name__ for cls in DROP_INS])
-def test_drop_ins_are_registered_subclasses_with_torch_signatures(manual_cls):
-    native_cls = getattr(torch.nn, manual_cls.__name__)
-    assert mbp.SUPPORTED_MODULES[native_cls] is manual_cls and issubclass(manual_cls, native_cls)
-
-    def params(fn):
-        return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
-
-    assert params(manual_cls.__init__) == params(native_cls.__init__)
-    assert params(manual_cls.forward) == params(native_cls.forward)
 
 
 # -- bad input ------------------------------------------------------------------------------------

@@ -47,22 +47,30 @@ def test_input_gradient_matches_native(activation, loss_name):
     torch.testing.assert_close(g_m, g_n, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize(
-    "native_cls",
-    [torch.nn.Linear, torch.nn.Sigmoid, torch.nn.Tanh, torch.nn.ReLU, torch.nn.Softmax, torch.nn.LogSoftmax,
-     torch.nn.MSELoss, torch.nn.CrossEntropyLoss],
-)
-def test_drop_in_is_a_subclass_with_the_same_constructor(native_cls):
+@pytest.mark.parametrize("native_cls", list(mbp.SUPPORTED_MODULES), ids=lambda c: c.__name__)
+def test_every_drop_in_is_a_subclass_with_torchs_name_constructor_and_forward(native_cls):
     import inspect
 
     manual_cls = mbp.SUPPORTED_MODULES[native_cls]
-    assert issubclass(manual_cls, native_cls)
+    assert issubclass(manual_cls, native_cls) and manual_cls.__name__ == native_cls.__name__
 
     def params(fn):  # names, kinds and defaults (annotations may be strings on one side)
         return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
 
     assert params(manual_cls.__init__) == params(native_cls.__init__)
     assert params(manual_cls.forward) == params(native_cls.forward)
+
+
+def test_every_drop_in_class_is_registered():
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(mbp.nn.__path__):
+        family = importlib.import_module(f"manual_backprop.nn.{info.name}")
+        for obj in vars(family).values():
+            if (isinstance(obj, type) and issubclass(obj, torch.nn.Module) and obj.__module__ == family.__name__
+                    and not obj.__name__.startswith("_")):
+                assert obj in mbp.SUPPORTED_MODULES.values(), obj
 
 
 def test_state_dict_is_the_same():

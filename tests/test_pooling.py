@@ -406,15 +406,3 @@ def test_functional_signatures_mirror_torch(name):
 
     assert mine(getattr(MP, name)) == _signature(getattr(F, name))
 
-
-@pytest.mark.parametrize("name", NAMES)
-def test_drop_in_module_has_torchs_constructor_and_forward(name):
-    native_cls = getattr(torch.nn, "".join(part.capitalize() for part in name.split("_")))  # MaxPool2d, ...
-    manual_cls = mbp.SUPPORTED_MODULES[native_cls]
-    assert issubclass(manual_cls, native_cls) and manual_cls.__name__ == native_cls.__name__
-
-    def params(fn):
-        return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
-
-    assert params(manual_cls.__init__) == params(native_cls.__init__)
-    assert params(manual_cls.forward) == params(native_cls.forward)

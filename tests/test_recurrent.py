@@ -133,20 +133,6 @@ def test_parameter_names_and_state_dict_are_torchs():
     assert mbp.restore(manual).__class__ is nn.LSTM
 
 
-@pytest.mark.parametrize("native_cls", [nn.RNN, nn.LSTM, nn.GRU, nn.RNNCell, nn.LSTMCell, nn.GRUCell])
-def test_drop_ins_keep_torchs_constructor_and_forward(native_cls):
-    import inspect
-
-    manual_cls = mbp.SUPPORTED_MODULES[native_cls]
-    assert issubclass(manual_cls, native_cls) and manual_cls.__name__ == native_cls.__name__
-
-    def params(fn):
-        return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
-
-    assert params(manual_cls.__init__) == params(native_cls.__init__)
-    assert params(manual_cls.forward) == params(native_cls.forward)
-
-
 @pytest.mark.parametrize("frozen", ["parameters", "input"])
 def test_only_what_needs_a_gradient_gets_one(frozen):
     native, manual = _pair(nn.LSTM(2, 3, 2, bidirectional=True).to(DT))
