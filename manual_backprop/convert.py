@@ -17,10 +17,8 @@ from manual_backprop.nn._base import PATH_ATTR, SUPPORTED_MODULES
 
 M = TypeVar("M", bound=nn.Module)
 
-#: modules that compute nothing: containers, and shape-only layers whose backward moves numbers
-COMPUTES_NOTHING: tuple[type[nn.Module], ...] = (
-    nn.Sequential, nn.ModuleList, nn.ModuleDict, nn.Identity, nn.Flatten, nn.Unflatten,
-)
+#: modules that compute nothing themselves: containers
+COMPUTES_NOTHING: tuple[type[nn.Module], ...] = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 
 def _computes_nothing(module: nn.Module) -> bool:

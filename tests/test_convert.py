@@ -81,6 +81,12 @@ def test_converted_model_deepcopies_pickles_and_loads_native_state():
     torch.testing.assert_close(native(x), model(x))
 
 
+def test_identity_converts_and_hands_back_its_input():
+    model = mbp.convert(nn.Sequential(nn.Identity()))
+    x = torch.randn(3)
+    assert type(model[0]) is mbp.nn.Identity and model(x) is x
+
+
 def test_supported_modules_maps_native_to_manual():
     assert mbp.SUPPORTED_MODULES[nn.Linear] is mbp.nn.Linear
     assert all(issubclass(manual, native) for native, manual in mbp.SUPPORTED_MODULES.items())

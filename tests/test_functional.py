@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 import manual_backprop.functional as MF
 from manual_backprop import LayerInputError
+from manual_backprop.functional.linear import flatten, unflatten
 
 from cases import DT, FUNCTION_CASES, call
 from signatures import signature_params
@@ -149,6 +150,9 @@ def test_every_functional_entry_has_a_torch_twin():
         (lambda: MF.linear(torch.randn(4, 5), torch.randn(2, 3)), r"input shape \(4, 5\).*in_features=3"),
         (lambda: MF.linear(torch.randn(4, 3), torch.randn(2, 3), torch.randn(3)), r"bias shape \(3,\)"),
         (lambda: MF.linear(torch.randn(4, 3), torch.randn(3)), r"weight must be 2-D"),
+        (lambda: MF.bilinear(torch.randn(4, 3), torch.randn(5, 2), torch.randn(1, 3, 2)), r"must agree on every"),
+        (lambda: flatten(torch.randn(2, 3, 4), 2, 1), r"flatten: start_dim 2 comes after end_dim 1"),
+        (lambda: unflatten(torch.randn(2, 12), 1, (5, -1)), r"unflatten: sizes \(5, -1\) do not multiply"),
         (lambda: MF.mse_loss(torch.randn(4, 1), torch.randn(4)),
          r"target shape \(4,\) differs from input shape \(4, 1\)"),
         (lambda: MF.mse_loss(torch.randn(4), torch.randn(4), reduction="avg"), r"reduction must be one of"),

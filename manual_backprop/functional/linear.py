@@ -6,6 +6,8 @@ i input features, o output features.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -148,3 +150,56 @@ def bilinear(input1: Tensor, input2: Tensor, weight: Tensor, bias: Tensor | None
     if bias is not None and shape(bias) != (weight.shape[0],):
         raise LayerInputError(f"bilinear: bias shape {shape(bias)} does not match out_features={weight.shape[0]}")
     return Bilinear.call(input1, input2, weight, bias)
+
+
+class Reshape(ManualFunction):
+    """a = z laid out in another shape (Flatten, Unflatten):  ∂C/∂z = ∂C/∂a laid out back in z's shape.
+
+    No calculus: every number moves, none changes. The output is a copy, not a view of z, so that an
+    in-place layer after it (``ReLU(inplace=True)``) may write into it.
+    """
+
+    @staticmethod
+    def forward(z: Tensor, shape: tuple[int, ...]) -> Tensor:
+        a = z.reshape(shape)
+        return a.clone() if a._is_view() else a
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.z_shape, ctx.a_shape = inputs[0].shape, inputs[1]
+
+    @staticmethod
+    def backward(ctx, grad_a: Tensor):
+        return grad_a.reshape(ctx.z_shape), None  # each δ goes back to the place its number came from
+
+    @staticmethod
+    def jvp(ctx, tangent_z: Tensor, _):
+        return tangent_z.reshape(ctx.a_shape)
+
+
+def flatten(input: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+    """Like ``torch.flatten`` (what ``nn.Flatten`` calls), as a copy with the backward of :class:`Reshape`."""
+    if input.dim() == 0:
+        return Reshape.call(input, (1,))
+    start, end = start_dim % input.dim(), end_dim % input.dim()
+    if start > end:
+        raise LayerInputError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} for shape {shape(input)}")
+    flat = math.prod(input.shape[start : end + 1])
+    return Reshape.call(input, (*input.shape[:start], flat, *input.shape[end + 1 :]))
+
+
+def unflatten(input: Tensor, dim: int, sizes: tuple[int, ...]) -> Tensor:
+    """Like ``torch.unflatten`` (what ``nn.Unflatten`` calls), as a copy with the backward of :class:`Reshape`."""
+    if input.dim() == 0:
+        raise LayerInputError("unflatten: the input is a scalar and has no dimension to unflatten")
+    d = dim % input.dim()
+    sizes = tuple(sizes)
+    known = math.prod(s for s in sizes if s != -1)
+    if sizes.count(-1) > 1 or (known == 0 or input.shape[d] % known) or (-1 not in sizes and known != input.shape[d]):
+        raise LayerInputError(
+            f"unflatten: sizes {sizes} do not multiply to dimension {dim} of size {input.shape[d]} (input shape "
+            f"{shape(input)})"
+        )
+    if -1 in sizes:
+        sizes = tuple(input.shape[d] // known if s == -1 else s for s in sizes)
+    return Reshape.call(input, (*input.shape[:d], *sizes, *input.shape[d + 1 :]))

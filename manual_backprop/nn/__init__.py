@@ -35,7 +35,7 @@ from manual_backprop.nn.attention import MultiheadAttention, NonDynamicallyQuant
 from manual_backprop.nn.conv import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
 from manual_backprop.nn.dropout import AlphaDropout, Dropout, Dropout1d, Dropout2d, Dropout3d, FeatureAlphaDropout
 from manual_backprop.nn.embedding import Embedding, EmbeddingBag
-from manual_backprop.nn.linear import Bilinear, Linear
+from manual_backprop.nn.linear import Bilinear, Flatten, Identity, Linear, Unflatten
 from manual_backprop.nn.losses import (
     BCELoss,
     BCEWithLogitsLoss,
@@ -148,6 +148,7 @@ __all__ = [
     "Embedding",
     "EmbeddingBag",
     "FeatureAlphaDropout",
+    "Flatten",
     "GRUCell",
     "GaussianNLLLoss",
     "GroupNorm",
@@ -157,6 +158,7 @@ __all__ = [
     "Hardtanh",
     "HingeEmbeddingLoss",
     "HuberLoss",
+    "Identity",
     "InstanceNorm1d",
     "InstanceNorm2d",
     "InstanceNorm3d",
@@ -207,6 +209,7 @@ __all__ = [
     "Tanhshrink",
     "Threshold",
     "TripletMarginLoss",
+    "Unflatten",
     "ZeroPad1d",
     "ZeroPad2d",
     "ZeroPad3d",

@@ -6,6 +6,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from manual_backprop import functional as MF
+from manual_backprop.functional.linear import flatten, unflatten
 from manual_backprop.nn._base import names_the_layer, register
 
 
@@ -25,3 +26,26 @@ class Bilinear(nn.Bilinear):
     @names_the_layer
     def forward(self, input1: Tensor, input2: Tensor) -> Tensor:
         return MF.bilinear(input1, input2, self.weight, self.bias)
+
+
+@register(nn.Identity)
+class Identity(nn.Identity):
+    """a = z: the input itself comes back, so backward has nothing to do (no node in the graph)."""
+
+
+@register(nn.Flatten)
+class Flatten(nn.Flatten):
+    """Dimensions start_dim..end_dim merged into one; ∂C/∂z is ∂C/∂a laid back out."""
+
+    @names_the_layer
+    def forward(self, input: Tensor) -> Tensor:
+        return flatten(input, self.start_dim, self.end_dim)
+
+
+@register(nn.Unflatten)
+class Unflatten(nn.Unflatten):
+    """Dimension ``dim`` split into ``unflattened_size``; ∂C/∂z is ∂C/∂a laid back out."""
+
+    @names_the_layer
+    def forward(self, input: Tensor) -> Tensor:
+        return unflatten(input, self.dim, self.unflattened_size)
