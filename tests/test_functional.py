@@ -171,14 +171,7 @@ def test_bad_input_is_a_clear_error(call_it, message):
         call_it()
 
 
-VMAP_CASES = [
-    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason="in-place Functions do not run under vmap yet"))
-    if "inplace" in c.id else c
-    for c in FUNCTION_CASES
-]
-
-
-@pytest.mark.parametrize("case", VMAP_CASES, ids=ids)
+@pytest.mark.parametrize("case", FUNCTION_CASES, ids=ids)
 def test_per_sample_gradients_with_vmap(case):
     """torch.func.vmap(grad(...)) over two independent samples equals one backward per sample."""
     samples = [case.args() for _ in range(2)]

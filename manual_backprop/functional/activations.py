@@ -73,6 +73,10 @@ class Elementwise(ManualFunction):
     @classmethod
     def inplace(cls, z: Tensor, *args) -> Tensor:
         """a = f(z) written over z; returns z."""
+        if torch._C._functorch.is_functorch_wrapped_tensor(z):
+            # torch.func cannot batch an in-place Function: compute a out of place (from a copy of z
+            # when f′ needs z), then write it over z; clone and copy_ only move numbers
+            return z.copy_(cls.call(z if cls.saves == "output" else z.clone(), *args))
         out = cls.Inplace.call(z, *args)
         return out[0] if isinstance(out, tuple) else out
 
