@@ -547,3 +547,24 @@ def test_mha_static_keys_are_refused():
     args, _ = _mha_arguments()
     with pytest.raises(LayerInputError, match="static_k / static_v are not supported"):
         multi_head_attention_forward(*args, static_k=torch.randn(4, 3, 2, dtype=DT))
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_transformer_encoder_layer_in_training_matches_native_dropout_included(norm_first):
+    """A batch_first attention output has torch's memory layout, so the dropout after it draws the
+    same mask from the same seed."""
+    native = torch.nn.TransformerEncoderLayer(16, 4, 32, dropout=0.2, batch_first=True, norm_first=norm_first)
+    native = native.double()
+    manual = mbp.convert(copy.deepcopy(native))
+    x = torch.randn(2, 5, 16, dtype=torch.float64)
+    torch.manual_seed(3)
+    expected = native(x)
+    torch.manual_seed(3)
+    out = manual(x)
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
+    expected.sum().backward()
+    out.sum().backward()
+    for (name, p), (_, q) in zip(manual.named_parameters(), native.named_parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-9, atol=1e-10, msg=name)
+    attended = manual.self_attn(x, x, x, need_weights=False)[0]
+    assert attended.stride() == native.self_attn(x, x, x, need_weights=False)[0].stride()

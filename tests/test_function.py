@@ -122,3 +122,21 @@ def test_losses_run_in_float32_under_autocast_like_torch(name, make):
     expected.backward()
     assert logits.grad.dtype == torch.bfloat16
     torch.testing.assert_close(logits.grad, logits_native.grad)
+
+
+def test_bf16_autocast_step_of_a_cnn_matches_native_within_bf16_tolerance():
+    torch.manual_seed(0)
+    native = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(inplace=True),
+        torch.nn.MaxPool2d(2), torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 4, 5),
+    )
+    manual = mbp.convert(copy.deepcopy(native), strict=True)
+    x, y = torch.randn(6, 3, 8, 8), torch.randint(0, 5, (6,))
+    for model, ce in [(native, torch.nn.functional.cross_entropy), (manual, mbp.functional.cross_entropy)]:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = ce(model(x), y)
+        loss.backward()
+    for (name, p_m), (_, p_n) in zip(manual.named_parameters(), native.named_parameters()):
+        torch.testing.assert_close(p_m.grad, p_n.grad, rtol=3e-2, atol=3e-2, msg=name)
+    for b_m, b_n in zip(manual.buffers(), native.buffers()):
+        torch.testing.assert_close(b_m, b_n, rtol=1e-2, atol=1e-2)

@@ -564,7 +564,34 @@ def _multi_head_attention(
     how = Heads(num_heads, layout, bool(add_zero_attn), causal, bool(need_weights), bool(average_attn_weights))
     result = AttentionHeads.call(q, k, v, bias_k, bias_v, attn_mask, key_padding_mask, noise, how)
     attn_output, attn_weights = result if need_weights else (result, None)
-    return linear(attn_output, out_proj_weight, out_proj_bias), attn_weights  # out-projection
+    out = linear(attn_output, out_proj_weight, out_proj_bias)  # out-projection
+    if layout == "NLE":
+        out = SequenceMajor.call(out)  # torch's memory layout, so a dropout after it draws the same mask
+    return out, attn_weights
+
+
+class SequenceMajor(ManualFunction):
+    """a = z with the memory layout of torch's batch_first attention output, (N, L, E) stored as
+    (L, N, E): the same numbers, so ∂C/∂z = ∂C/∂a. Layout matters to whatever fills a tensor in
+    memory order after it, such as dropout's mask (``bernoulli_`` on ``empty_like``)."""
+
+    @staticmethod
+    def forward(z: Tensor) -> Tensor:
+        n, length, e = z.shape
+        a = torch.empty_strided((n, length, e), (e, n * e, 1), dtype=z.dtype, device=z.device)
+        return a.copy_(z)  # a new tensor, not a view, so in-place layers after it stay allowed
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, grad_a: Tensor):
+        return grad_a  # every number passes through unchanged
+
+    @staticmethod
+    def jvp(ctx, tangent_z: Tensor):
+        return tangent_z.clone()
 
 
 def multi_head_attention_forward(
