@@ -5,8 +5,8 @@
 - **Autocast.** Backward runs under the autocast state its forward ran under, so a δ in bfloat16
   meets weights in float32 as it did in the forward. (This is what ``torch.amp.custom_fwd`` /
   ``custom_bwd`` do; they do not work with ``setup_context``, pytorch issue 132388.)
-- **Autocast to float32.** A Function with ``autocast_to_float32 = True`` (the losses: torch's
-  autocast runs them in float32 too) gets its float16/bfloat16 inputs cast to float32 by
+- **Autocast to float32.** A Function marked with :func:`float32_under_autocast` (the losses:
+  torch's autocast runs them in float32 too) gets its float16/bfloat16 inputs cast to float32 by
   :class:`Cast` and runs with autocast off, when autocast is on; its gradients go back in the
   inputs' own dtypes.
 - **Forward mode and torch.compile.** A Function may define ``jvp`` (the forward-mode derivative,
@@ -38,7 +38,6 @@ class ManualFunction(torch.autograd.Function):
     """Subclass this, define ``forward``, ``setup_context``, ``backward`` (and ``jvp``)."""
 
     generate_vmap_rule = True
-    autocast_to_float32 = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -69,14 +68,23 @@ class ManualFunction(torch.autograd.Function):
     @classmethod
     def call(cls, *args):
         """Apply the Function: with its ``jvp`` in eager mode, without it inside ``torch.compile``."""
-        function = cls if torch.compiler.is_compiling() else cls.with_jvp
-        if cls.autocast_to_float32:
-            device = _device_type(args)
-            if torch.is_autocast_enabled(device):
-                args = tuple(Cast.call(a, torch.float32) if _low_precision(a) else a for a in args)
-                with torch.autocast(device, enabled=False):
-                    return function.apply(*args)
-        return function.apply(*args)
+        return cls.apply(*args) if torch.compiler.is_compiling() else cls.with_jvp.apply(*args)
+
+
+def _call_in_float32(cls, *args):
+    """``call``, with half-precision inputs cast to float32 and autocast off while autocast is on."""
+    device = _device_type(args)
+    if torch.is_autocast_enabled(device):
+        args = tuple(Cast.call(a, torch.float32) if _low_precision(a) else a for a in args)
+        with torch.autocast(device, enabled=False):
+            return cls.apply(*args) if torch.compiler.is_compiling() else cls.with_jvp.apply(*args)
+    return cls.apply(*args) if torch.compiler.is_compiling() else cls.with_jvp.apply(*args)
+
+
+def float32_under_autocast(*functions: type[ManualFunction]) -> None:
+    """Make these Functions run in float32 under autocast, as torch runs the same operations."""
+    for function in functions:
+        function.call = classmethod(_call_in_float32)
 
 
 class Cast(ManualFunction):

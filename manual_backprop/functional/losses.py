@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.nn import _reduction
 
 from manual_backprop.errors import LayerInputError, shape
-from manual_backprop.functional._function import ManualFunction
+from manual_backprop.functional._function import ManualFunction, float32_under_autocast
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -1402,7 +1402,8 @@ def triplet_margin_loss(
 
 
 # torch's autocast computes every loss but the Gaussian NLL in float32; so do these
-for _loss in (MSELoss, CrossEntropy, L1Loss, SmoothL1Loss, HuberLoss, BinaryCrossEntropy, BinaryCrossEntropyWithLogits,
-              KLDiv, PoissonNLL, SoftMargin, MarginRanking, HingeEmbedding, NLLLoss, MultiLabelSoftMargin,
-              CosineEmbedding, MultiMargin, TripletMargin):
-    _loss.autocast_to_float32 = True
+float32_under_autocast(
+    MSELoss, CrossEntropy, L1Loss, SmoothL1Loss, HuberLoss, BinaryCrossEntropy, BinaryCrossEntropyWithLogits, KLDiv,
+    PoissonNLL, SoftMargin, MarginRanking, HingeEmbedding, NLLLoss, MultiLabelSoftMargin, CosineEmbedding, MultiMargin,
+    TripletMargin,
+)
