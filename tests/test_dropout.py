@@ -203,6 +203,20 @@ def test_per_sample_gradients_under_vmap_match_torch():
     assert torch.equal(*grads)
 
 
+@pytest.mark.parametrize("randomness", ["same", "different"])
+def test_in_place_dropout_under_vmap_matches_torch(randomness):
+    x = torch.randn(4, 3, 5, dtype=DT)
+
+    def loss(fn):
+        return lambda z: (fn(z * 1, 0.3, True, inplace=True) ** 2).sum()
+
+    grads = []
+    for fn in (dropout, F.dropout):
+        torch.manual_seed(1)
+        grads.append(torch.func.vmap(torch.func.grad(loss(fn)), randomness=randomness)(x))
+    assert torch.equal(*grads)
+
+
 def test_audit_passes_in_training_mode():
     for name, fn in MANUAL.items():
         x = torch.randn(SHAPES[name][0], dtype=DT, requires_grad=True)

@@ -172,6 +172,9 @@ def _dropout(name: str, input: Tensor, p: float, training: bool, inplace: bool,
     if p == 0 or not training or input.numel() == 0:
         return input  # the identity: torch returns the input itself
     m, beta = _mask_and_shift(name, input, p, inplace, channels, alpha)
+    if inplace and torch._C._functorch.is_functorch_wrapped_tensor(input):
+        # torch.func cannot batch an in-place Function: drop out of place, then write over the input
+        return input.copy_(Dropout.call(input, m, beta))
     return DropoutInplace.call(input, m, beta) if inplace else Dropout.call(input, m, beta)
 
 
