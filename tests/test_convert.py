@@ -162,3 +162,103 @@ def test_a_container_subclass_with_its_own_forward_and_parameters_is_reported():
             return super().forward(x) * self.gate
 
     assert mbp.unsupported_modules(Gated()) == [("(root)", "Gated", "uses parameters of its own in a native forward")]
+
+
+# -- what a real model does to the converted layers ------------------------------------------------
+class TiedLM(nn.Module):
+    """An embedding whose weight the output layer shares (weight tying), and a layer used twice."""
+
+    def __init__(self, vocab=7, width=4):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.mix = nn.Linear(width, width)
+        self.act = nn.Tanh()
+        self.out = nn.Linear(width, vocab, bias=False)
+        self.out.weight = self.embed.weight
+
+    def forward(self, tokens):
+        h = self.act(self.mix(self.embed(tokens)))
+        return self.out(self.act(self.mix(h)))
+
+
+def _same_training_step(native, manual, *inputs):
+    out_n, out_m = native(*inputs), manual(*inputs)
+    torch.testing.assert_close(out_m, out_n, rtol=1e-10, atol=1e-12)
+    out_n.sum().backward()
+    out_m.sum().backward()
+    for (name, p_n), (_, p_m) in zip(native.named_parameters(), manual.named_parameters()):
+        torch.testing.assert_close(p_m.grad, p_n.grad, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_tied_weights_and_a_layer_used_twice_match_native():
+    native = TiedLM().double()
+    manual = mbp.convert(copy.deepcopy(native), strict=True)
+    assert manual.out.weight is manual.embed.weight
+    _same_training_step(native, manual, torch.tensor([[1, 2, 3], [4, 5, 6]]))
+
+
+def test_checkpointed_block_inside_a_converted_model_matches_native():
+    from torch.utils.checkpoint import checkpoint
+
+    class Checkpointed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block = nn.Sequential(nn.Linear(4, 5), nn.Sigmoid(), nn.Linear(5, 4))
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.head(checkpoint(self.block, x, use_reentrant=False))
+
+    native = Checkpointed().double()
+    manual = mbp.convert(copy.deepcopy(native), strict=True)
+    _same_training_step(native, manual, torch.randn(3, 4, dtype=torch.float64, requires_grad=True))
+
+
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_forward_without_grad_works_and_records_nothing(context):
+    model = mbp.convert(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)))
+    x = torch.randn(5, 4)
+    with context():
+        out = model(x)
+    assert out.grad_fn is None
+    torch.testing.assert_close(out, mbp.restore(copy.deepcopy(model))(x).detach())
+
+
+def test_hooks_registered_before_convert_keep_firing():
+    model = nn.Sequential(nn.Linear(4, 3), nn.Tanh())
+    seen = []
+    model[0].register_forward_hook(lambda m, args, out: seen.append("forward"))
+    model[0].register_full_backward_hook(lambda m, grad_in, grad_out: seen.append("backward"))
+    mbp.convert(model)
+    model(torch.randn(2, 4, requires_grad=True)).sum().backward()
+    assert seen == ["forward", "backward"]
+
+
+def test_whole_converted_model_pickles_with_torch_save():
+    model = mbp.convert(Net())
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    assert type(loaded.encoder.fc1) is mbp.nn.Linear
+    x = torch.randn(2, 4)
+    torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_native_state_dict_loads_into_a_converted_model_and_back():
+    native, manual = Net(), mbp.convert(Net())
+    manual.load_state_dict(native.state_dict())
+    other = Net()
+    other.load_state_dict(manual.state_dict())
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(other(x), native(x))
+    torch.testing.assert_close(manual(x), native(x))
+
+
+def test_convert_keeps_dtype_device_and_train_mode():
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.Dropout(0.2)).double().eval()
+    mbp.convert(model)
+    assert all(p.dtype == torch.float64 and p.device.type == "cpu" for p in model.parameters())
+    assert not model.training and not model[1].training
+    model.train()
+    assert model[2].training

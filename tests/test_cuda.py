@@ -56,3 +56,10 @@ def test_autocast_training_step_on_cuda_matches_native(dtype):
         loss.backward()
     for p_m, p_n in zip(manual.parameters(), native.parameters()):
         torch.testing.assert_close(p_m.grad, p_n.grad, rtol=2e-2, atol=2e-2)
+
+
+def test_convert_a_model_already_on_cuda_keeps_it_there():
+    model = mbp.convert(native_model("tanh").cuda())
+    assert all(p.device.type == "cuda" for p in model.parameters())
+    out = model(torch.randn(4, 5, device="cuda", dtype=torch.float64))
+    assert out.device.type == "cuda"
