@@ -9,6 +9,7 @@
 from manual_backprop import functional, nn
 from manual_backprop.audit import BackwardAudit, audit_backward
 from manual_backprop.convert import convert, is_manual, restore, unsupported_modules
+from manual_backprop.coverage import CoverageReport, coverage
 from manual_backprop.errors import LayerInputError, UnsupportedModuleError
 from manual_backprop.nn import SUPPORTED_MODULES
 from manual_backprop.recording import ErrorTerms, record_error_terms
@@ -18,12 +19,14 @@ __version__ = "0.1.0"
 __all__ = [
     "SUPPORTED_MODULES",
     "BackwardAudit",
+    "CoverageReport",
     "ErrorTerms",
     "LayerInputError",
     "UnsupportedModuleError",
     "__version__",
     "audit_backward",
     "convert",
+    "coverage",
     "functional",
     "is_manual",
     "nn",
