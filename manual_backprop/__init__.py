@@ -8,9 +8,9 @@
 
 from manual_backprop import functional, nn
 from manual_backprop.audit import BackwardAudit, audit_backward
-from manual_backprop.convert import convert, is_manual, restore, unsupported_modules
+from manual_backprop.convert import convert, is_manual, restore
 from manual_backprop.coverage import CoverageReport, coverage
-from manual_backprop.errors import LayerInputError, UnsupportedModuleError
+from manual_backprop.errors import LayerInputError, UnsupportedModuleError, UnsupportedOperationError
 from manual_backprop.nn import SUPPORTED_MODULES
 from manual_backprop.recording import ErrorTerms, record_error_terms
 
@@ -23,6 +23,7 @@ __all__ = [
     "ErrorTerms",
     "LayerInputError",
     "UnsupportedModuleError",
+    "UnsupportedOperationError",
     "__version__",
     "audit_backward",
     "convert",
@@ -32,5 +33,4 @@ __all__ = [
     "nn",
     "record_error_terms",
     "restore",
-    "unsupported_modules",
 ]

@@ -1,8 +1,16 @@
 """Swapping: ``convert`` turns a model's native layers into their manual twins, ``restore`` back.
 
-A swap changes only the module's class (``module.__class__``): every manual module subclasses its
-native twin and adds no state, so the very same ``Parameter`` objects, buffers, hooks and
-``state_dict`` keys stay in place, and an optimizer built before the swap keeps working.
+Two things happen to each module of the model:
+
+- a module with a drop-in twin (``nn.Linear`` → ``manual_backprop.nn.Linear``) changes its class
+  (``module.__class__``): every manual module subclasses its native twin and adds no state, so the very
+  same ``Parameter`` objects, buffers, hooks and ``state_dict`` keys stay in place, and an optimizer
+  built before the swap keeps working;
+- a module that computes with code of its own (the root, the user's modules, torch modules without a
+  twin) gets its forward routed (:mod:`manual_backprop.routing`): its calls of ``F.relu``, ``x @ w``,
+  ``x + h``, ``x.view(...)``, ... run hand-written Functions too.
+
+Containers (``nn.Sequential``, ``nn.ModuleList``, ``nn.ModuleDict``) compute nothing and are left alone.
 """
 
 from __future__ import annotations
@@ -12,7 +20,8 @@ from typing import TypeVar
 
 from torch import nn
 
-from manual_backprop.errors import UnsupportedModuleError
+from manual_backprop import routing
+from manual_backprop.errors import UnsupportedOperationError
 from manual_backprop.nn._base import PATH_ATTR, SUPPORTED_MODULES
 
 M = TypeVar("M", bound=nn.Module)
@@ -36,69 +45,64 @@ def is_manual(module: nn.Module) -> bool:
     return isinstance(module, tuple(_manual_classes()))
 
 
-def unsupported_modules(model: nn.Module) -> list[tuple[str, str, str]]:
-    """(module path, type, reason) for every module whose computation would stay native.
+def convert(model: M, strict: bool = False, *, example_inputs: tuple = (), example_kwargs: dict | None = None) -> M:
+    """Make every gradient of ``model`` hand-written, in place, and return ``model``.
 
-    Seen from module types alone: a leaf module with no manual twin, a subclass of a supported
-    class (its forward may differ, so it is not swapped), and a custom module with parameters of
-    its own (its forward uses them with native operations). Functional calls inside a custom
-    ``forward`` are not visible here.
-    """
-    found = []
-    for path, module in model.named_modules():
-        cls = type(module)
-        if cls in SUPPORTED_MODULES or is_manual(module) or _computes_nothing(module):
-            continue
-        label = path or "(root)"
-        if any(isinstance(module, native) for native in SUPPORTED_MODULES):
-            found.append((label, cls.__name__, "subclass of a supported layer; its forward may differ"))
-        elif not any(True for _ in module.children()):
-            found.append((label, cls.__name__, "no manual version yet"))
-        elif any(True for _ in module.parameters(recurse=False)):
-            found.append((label, cls.__name__, "uses parameters of its own in a native forward"))
-    return found
+    Swaps each module that has a drop-in twin for it (the root too) and routes the torch calls in the
+    forward of every other module that computes (see the module doc). Converting twice changes nothing;
+    converting a model that contains a converted one re-labels its module paths.
 
-
-def _table(rows: list[tuple[str, str, str]]) -> str:
-    return "\n".join(f"  {path}: {type_name} ({reason})" for path, type_name, reason in rows)
-
-
-def convert(model: M, strict: bool = False) -> M:
-    """Swap every supported module of ``model`` (the root too) for its manual twin, in place.
-
-    Returns ``model``. Converting twice changes nothing. With ``strict=True``, raises
-    :class:`UnsupportedModuleError` listing every module whose computation would stay on native
-    autograd, before anything is swapped; otherwise those stay native and a warning lists them.
+    An operation that has no hand-written rule stays native: :func:`manual_backprop.coverage` names it,
+    and the first forward that meets it warns once. With ``strict=True`` such an operation raises
+    :class:`UnsupportedOperationError` naming it and its module path instead. With ``example_inputs``
+    (and ``example_kwargs``), ``strict=True`` checks right away: it runs one forward and backward on
+    them (``coverage``), and raises with the list of every native node and its module path, after
+    :func:`restore` has made the model native again.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"convert expects a torch.nn.Module, got {type(model).__name__}")
-    left_native = unsupported_modules(model)
-    if left_native and strict:
-        raise UnsupportedModuleError(
-            f"convert(strict=True): {len(left_native)} module(s) would keep native backward:\n{_table(left_native)}"
-        )
+    if not isinstance(example_inputs, tuple):
+        raise TypeError(f"convert: example_inputs must be a tuple of the forward's arguments, got "
+                        f"{type(example_inputs).__name__}; write example_inputs=(x,) for one input")
+    check_now = strict and bool(example_inputs or example_kwargs)
+    manual_classes = _manual_classes()
     for path, module in model.named_modules():
         replacement = SUPPORTED_MODULES.get(type(module))
         if replacement is not None:
             module.__class__ = replacement
-        if is_manual(module):
+        if type(module) in manual_classes:
             setattr(module, PATH_ATTR, path)
-    if left_native:
-        warnings.warn(
-            f"convert: {len(left_native)} module(s) keep native backward:\n{_table(left_native)}",
-            stacklevel=2,
-        )
+            routing.uninstall(module)
+        elif not _computes_nothing(module):
+            routing.install(module, path, strict and not check_now)
+    if check_now:
+        from manual_backprop.coverage import coverage
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the report below lists what the warnings would
+            report = coverage(model, *example_inputs, **(example_kwargs or {}))
+        if not report.ok:
+            restore(model)
+            rows = "\n".join(f"  {op} in {path}" + (f" (×{n})" if n > 1 else "") for op, path, n in report.native)
+            raise UnsupportedOperationError(
+                f"convert(strict=True): {len(report.native)} operation(s) would keep native backward; the model is "
+                f"left native:\n{rows}"
+            )
+        for module in model.modules():
+            if routing.is_routed(module):
+                module.forward.strict = True
     return model
 
 
 def restore(model: M) -> M:
-    """Swap every manual module of ``model`` back to its native ``torch.nn`` class, in place.
+    """Undo :func:`convert`, in place: drop-ins back to their ``torch.nn`` classes, forwards unrouted.
 
     A user's own subclass of a manual module is the user's class, so it stays as it is."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"restore expects a torch.nn.Module, got {type(model).__name__}")
     native_of = _manual_classes()
     for module in model.modules():
+        routing.uninstall(module)
         native = native_of.get(type(module))
         if native is not None:
             module.__class__ = native

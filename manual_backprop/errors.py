@@ -8,12 +8,20 @@ class LayerInputError(ValueError, RuntimeError):
 
     A ``ValueError`` and also a ``RuntimeError``, so code written for torch's own shape errors
     (which are ``RuntimeError``) still catches it. A drop-in module puts its module path in front
-    of the message, e.g. ``layer 'encoder.fc1' (Linear): input has 5 features ...``.
+    of the message, e.g. ``layer 'encoder.fc1' (Linear): input has 5 features ...``, and sets
+    ``layer`` to that path.
     """
+
+    layer: str | None = None
 
 
 class UnsupportedModuleError(TypeError):
     """``convert(model, strict=True)`` met modules whose computation would stay on native autograd."""
+
+
+class UnsupportedOperationError(UnsupportedModuleError, RuntimeError):
+    """In a model converted with ``strict=True``, an operation without a hand-written backward needed a
+    gradient. The message names the operation and the module path it ran in."""
 
 
 def shape(t) -> tuple[int, ...]:

@@ -92,42 +92,25 @@ def test_supported_modules_maps_native_to_manual():
     assert all(issubclass(manual, native) for native, manual in mbp.SUPPORTED_MODULES.items())
 
 
-def test_strict_lists_every_unsupported_module_and_swaps_nothing():
-    class Scale(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.gain = nn.Parameter(torch.ones(3))
-            self.fc = nn.Linear(3, 3)
-
-        def forward(self, x):
-            return self.fc(x) * self.gain
-
-    class MyLinear(nn.Linear):
-        pass
-
-    model = nn.Sequential(nn.Linear(4, 3), Square(), Scale(), MyLinear(3, 3), nn.Flatten(), nn.Identity())
-    with pytest.raises(mbp.UnsupportedModuleError) as info:
-        mbp.convert(model, strict=True)
-    message = str(info.value)
-    assert "3 module(s)" in message
-    assert "1: Square (no manual version yet)" in message
-    assert "2: Scale (uses parameters of its own in a native forward)" in message
-    assert "3: MyLinear (subclass of a supported layer" in message
-    assert "Flatten" not in message and "Identity" not in message
-    assert type(model[0]) is nn.Linear  # nothing was swapped
-
-
-def test_non_strict_warns_about_what_stays_native():
+def test_a_module_of_the_users_own_is_routed_not_reported():
+    """Square computes natively with ``x * x``; converted, that product is the hand-written Mul."""
     model = nn.Sequential(nn.Linear(4, 3), Square())
-    with pytest.warns(UserWarning, match=r"1: Square"):
-        mbp.convert(model)
-    assert type(model[0]) is mbp.nn.Linear
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mbp.convert(model, strict=True)
+    out = model(torch.randn(2, 4))
+    assert mbp.audit_backward(out, gradient=torch.ones_like(out)).ok
 
 
 def test_fully_supported_model_converts_silently():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         mbp.convert(Net(), strict=True)
+
+
+def test_example_inputs_must_be_a_tuple():
+    with pytest.raises(TypeError, match=r"example_inputs must be a tuple.*example_inputs=\(x,\)"):
+        mbp.convert(Net(), strict=True, example_inputs=torch.randn(2, 4))
 
 
 @pytest.mark.parametrize("thing", [42, "model", torch.randn(2), [nn.Linear(2, 2)]])
@@ -143,7 +126,6 @@ def test_a_subclass_of_a_manual_module_counts_as_manual():
         pass
 
     model = nn.Sequential(Scaled(3, 2))
-    assert mbp.unsupported_modules(model) == []
     mbp.convert(model, strict=True)
     with mbp.record_error_terms(model) as rec:
         model(torch.randn(4, 3)).sum().backward()
@@ -152,7 +134,7 @@ def test_a_subclass_of_a_manual_module_counts_as_manual():
     assert type(model[0]) is Scaled  # the user's own class stays
 
 
-def test_a_container_subclass_with_its_own_forward_and_parameters_is_reported():
+def test_a_container_subclass_with_its_own_forward_and_parameters_is_routed():
     class Gated(nn.Sequential):
         def __init__(self):
             super().__init__(nn.Linear(3, 3))
@@ -161,7 +143,9 @@ def test_a_container_subclass_with_its_own_forward_and_parameters_is_reported():
         def forward(self, x):
             return super().forward(x) * self.gate
 
-    assert mbp.unsupported_modules(Gated()) == [("(root)", "Gated", "uses parameters of its own in a native forward")]
+    model = mbp.convert(Gated(), strict=True)
+    out = model(torch.randn(2, 3))
+    assert mbp.audit_backward(out, gradient=torch.ones_like(out)).ok
 
 
 # -- what a real model does to the converted layers ------------------------------------------------

@@ -14,46 +14,22 @@ import warnings
 
 import pytest
 import torch
-from zoo import ZOO, Example
 
 import manual_backprop as mbp
+
+from zoo import ZOO, Example
 
 TOLERANCES = {torch.float64: {"rtol": 1e-10, "atol": 1e-12}, torch.float32: {"rtol": 1e-5, "atol": 1e-6}}
 DTYPES = pytest.mark.parametrize("dtype", list(TOLERANCES), ids=["float64", "float32"])
 MODELS = pytest.mark.parametrize("name", list(ZOO))
-
-#: what is still native in each zoo model's backward until the router sends a forward's own
-#: functional calls and tensor methods to hand-written Functions (see test_every_backward_node_is_hand_written).
-#: The xfails are strict: once a model is fully hand-written its tests fail as XPASS, so take its entry out.
-NOT_ROUTED_YET = {
-    "MLP": "F.relu",
-    "LeNet": "F.relu, F.max_pool2d, torch.flatten",
-    "ResNet": "out += identity, torch.flatten",
-    "LSTMTagger": ".view, F.log_softmax",
-    "BatchedLSTMTagger": "pack_padded_sequence, pad_packed_sequence, F.log_softmax",
-    "TransformerEncoderModel": "* math.sqrt(d_model), x + pe, F.relu and the residual + inside TransformerEncoderLayer",
-    "GPT": "split, view, transpose, contiguous, F.scaled_dot_product_attention, x + ..., F.layer_norm, F.cross_entropy",
-    "FunctionalNet": "every op: it has no submodule to swap",
-}
-
-
-def not_routed_yet(name: str) -> pytest.MarkDecorator | tuple:
-    reason = NOT_ROUTED_YET.get(name)
-    if reason is None:
-        return ()
-    return pytest.mark.xfail(reason=f"native until routed: {reason}", strict=True, raises=AssertionError)
-
-
-ROUTED = pytest.mark.parametrize("name", [pytest.param(name, marks=not_routed_yet(name)) for name in ZOO])
-
 
 def build(name: str, dtype: torch.dtype) -> tuple[Example, torch.nn.Module]:
     """The zoo model (seeded) and a converted deep copy of it."""
     torch.manual_seed(0)
     example = ZOO[name](dtype)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # custom modules with parameters of their own are reported, as expected
-        converted = mbp.convert(copy.deepcopy(example.model))
+        warnings.simplefilter("error")  # nothing stays native, so nothing warns
+        converted = mbp.convert(copy.deepcopy(example.model), strict=True)
     return example, converted
 
 
@@ -102,7 +78,7 @@ def test_the_zoo_trains_as_its_authors_meant():
     assert not torch.equal(resnet.bn1.running_mean, before)
 
 
-@ROUTED
+@MODELS
 @DTYPES
 def test_every_backward_node_is_hand_written(name, dtype):
     example, converted = build(name, dtype)
@@ -111,7 +87,7 @@ def test_every_backward_node_is_hand_written(name, dtype):
     assert report.ok and report.hand_written_share == 1.0, f"{name} ({dtype}):\n{report}"
 
 
-@ROUTED
+@MODELS
 @DTYPES
 def test_the_audit_passes_on_the_loss(name, dtype):
     example, converted = build(name, dtype)

@@ -47,7 +47,11 @@ def names_the_layer(forward):
         try:
             return forward(self, *args, **kwargs)
         except LayerInputError as err:
-            raise LayerInputError(f"{layer_name(self)}: {err}") from None
+            if err.layer is not None:
+                raise  # named by an inner layer already
+            named = LayerInputError(f"{layer_name(self)}: {err}")
+            named.layer = getattr(self, PATH_ATTR, "")
+            raise named from None
         except RuntimeError as err:
             if type(err) is not RuntimeError:
                 raise
