@@ -40,7 +40,8 @@ views would break converted models. Hence the rule here:
   tensor that records no gradient (``buf[:, t].copy_(h)``, ``buf[:, t]`` made without a gradient)
   gets torch's CopySlices node on ``buf`` around the manual one: write ``buf[:, t] = h`` instead.
 - **In-place writes under torch.func** run as torch's own ``copy_`` / ``setitem`` (a Function that
-  marks its input dirty cannot be batched), as the in-place activations do.
+  marks its input dirty cannot be batched), as the in-place activations do; so do they under
+  torch.compile before torch 2.13, whose dynamo loses the gradient of such a Function.
 - **Under torch.compile** the copies carry no link to their base (dynamo cannot trace the write back
   through chained in-place Functions), so a write through a view (``x.transpose(0, 1)[0] = v``)
   changes the copy only, unlike eager: write into the base itself (``x[:, 0] = v``).
@@ -856,11 +857,15 @@ def _cast_back(grad: Tensor, dtype: torch.dtype, device: torch.device) -> Tensor
 def _distinct(tensors: tuple[Tensor, ...]) -> tuple[tuple[int, ...], tuple[Tensor, ...]]:
     """Each tensor once, and for each list entry which one it is: ``torch.cat([h, h])`` passes h to the
     Function once (torch.compile refuses a Function given one tensor twice)."""
+    compiling = torch.compiler.is_compiling()  # dynamo before torch 2.13 takes no id() of a graph's tensor
     first: dict[int, int] = {}
     distinct: list[Tensor] = []
     slots = []
     for t in tensors:
-        slot = first.setdefault(id(t), len(distinct))
+        if compiling:
+            slot = next((k for k, seen in enumerate(distinct) if seen is t), len(distinct))
+        else:
+            slot = first.setdefault(id(t), len(distinct))
         if slot == len(distinct):
             distinct.append(t)
         slots.append(slot)
@@ -1412,11 +1417,17 @@ def _leaf_needing_grad(t: Tensor) -> bool:
     return base.is_leaf and base.requires_grad
 
 
-def _under_torch_func(*tensors) -> bool:
-    """torch.func cannot batch a Function that writes its input in place (mark_dirty): under its transforms
-    the in-place writes run as torch's own (they only move numbers), as the in-place activations do."""
+#: torch.compile of a Function that writes its input in place (mark_dirty) loses gradients before torch
+#: 2.13 (seen with 2.11: the overwritten entries still pass δ); there such writes run as torch's own
+_COMPILES_IN_PLACE_FUNCTIONS = torch.torch_version.TorchVersion(torch.__version__) >= (2, 13)
+
+
+def _native_in_place(*tensors) -> bool:
+    """Whether an in-place write runs as torch's own (it only moves numbers): under torch.func, which cannot
+    batch a Function that marks its input dirty (as the in-place activations do), and under torch.compile
+    before torch 2.13."""
     if torch.compiler.is_compiling():
-        return False  # torch.compile traces no torch.func transform here (and cannot trace the check)
+        return not _COMPILES_IN_PLACE_FUNCTIONS
     return any(isinstance(t, Tensor) and is_functorch_wrapped_tensor(t) for t in tensors)
 
 
@@ -1459,7 +1470,7 @@ class CopyInto(ManualFunction):
 
 @_named_errors("copy_")
 def _copy_into(input: Tensor, src: Tensor, non_blocking: bool) -> Tensor:
-    if not _tracked(input, src) or _under_torch_func(input, src):
+    if not _tracked(input, src) or _native_in_place(input, src):
         return input.copy_(src, non_blocking)
     try:
         fits = torch.broadcast_shapes(src.shape, input.shape) == input.shape
@@ -1531,7 +1542,7 @@ class SetItem(ManualFunction):
 
 @_named_errors("setitem")
 def _set_item(input: Tensor, index, value) -> None:
-    if not _tracked(input, value) or _under_torch_func(input, value):
+    if not _tracked(input, value) or _native_in_place(input, value):
         input[index] = value
         return
     if not isinstance(value, Tensor | Number) or (isinstance(value, complex) and not input.is_complex()):
