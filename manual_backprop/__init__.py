@@ -13,6 +13,7 @@ from manual_backprop.coverage import CoverageReport, coverage
 from manual_backprop.errors import LayerInputError, UnsupportedModuleError, UnsupportedOperationError
 from manual_backprop.nn import SUPPORTED_MODULES
 from manual_backprop.recording import ErrorTerms, record_error_terms
+from manual_backprop.routing import checkpoint_context
 
 __version__ = "0.1.0"
 
@@ -26,6 +27,7 @@ __all__ = [
     "UnsupportedOperationError",
     "__version__",
     "audit_backward",
+    "checkpoint_context",
     "convert",
     "coverage",
     "functional",

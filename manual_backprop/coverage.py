@@ -12,6 +12,7 @@ tag the nodes each module's forward created with that module's path, the innermo
 from __future__ import annotations
 
 import functools
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -190,7 +191,8 @@ def coverage(model: nn.Module, *example_inputs, **example_kwargs) -> CoverageRep
     if not isinstance(model, nn.Module):
         raise TypeError(f"coverage expects a torch.nn.Module, got {type(model).__name__}")
     paths = _ModulePaths((example_inputs, example_kwargs))
-    with paths.hooked(model):
+    with paths.hooked(model), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".* has no hand-written backward")  # the report names them
         output = model(*example_inputs, **example_kwargs)
     outputs = [t for t in tree_leaves(output) if isinstance(t, torch.Tensor) and t.is_floating_point()]
     outputs = [t for t in outputs if t.grad_fn is not None]

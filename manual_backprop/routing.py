@@ -19,6 +19,7 @@ Drop-in modules need no routing (their forward is hand-written), so they get no 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import warnings
@@ -31,6 +32,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 import manual_backprop.functional as MF
+from manual_backprop.audit import _is_manual_node
 from manual_backprop.errors import LayerInputError, UnsupportedOperationError
 from manual_backprop.functional import ops, packing, shape
 
@@ -60,6 +62,11 @@ def _rsub(x: Tensor, other, *, alpha=1) -> Tensor:
 def _rdiv(x: Tensor, other) -> Tensor:
     """``other / x``: torch computes it as reciprocal(x) · other, and so does this."""
     return ops.mul(ops.reciprocal(x), other)
+
+
+def _tensor_split(self: Tensor, split_size, dim: int = 0) -> tuple[Tensor, ...]:
+    """``Tensor.split`` names its size ``split_size`` where ``torch.split`` says ``split_size_or_sections``."""
+    return shape.split(self, split_size, dim)
 
 
 def _softmax_method(rule: Callable) -> Callable:
@@ -143,7 +150,9 @@ def _build_rules() -> dict[Callable, Callable]:
     route(shape.unflatten, torch.unflatten, T.unflatten)
     route(shape.squeeze, torch.squeeze, T.squeeze)
     route(shape.unsqueeze, torch.unsqueeze, T.unsqueeze)
-    route(shape.transpose, torch.transpose, T.transpose, torch.swapaxes, T.swapaxes, torch.swapdims, T.swapdims)
+    route(shape.transpose, torch.transpose, T.transpose)
+    route(shape.swapaxes, torch.swapaxes, T.swapaxes)
+    route(shape.swapdims, torch.swapdims, T.swapdims)
     route(shape.t, torch.t, T.t)
     route(shape.permute, torch.permute, T.permute)
     route(shape.movedim, torch.movedim, T.movedim, torch.moveaxis, T.moveaxis)
@@ -156,9 +165,11 @@ def _build_rules() -> dict[Callable, Callable]:
     route(shape.clone, torch.clone, T.clone)
     route(shape.select, torch.select, T.select)
     route(shape.narrow, torch.narrow, T.narrow)
-    route(shape.cat, torch.cat, torch.concat, torch.concatenate)
+    route(shape.cat, torch.cat, torch.concat)
+    route(shape.concatenate, torch.concatenate)
     route(shape.stack, torch.stack)
-    route(shape.split, torch.split, T.split)
+    route(shape.split, torch.split)
+    route(_tensor_split, T.split)
     route(shape.chunk, torch.chunk, T.chunk)
     route(shape.unbind, torch.unbind, T.unbind)
     route(shape.gather, torch.gather, T.gather)
@@ -235,8 +246,6 @@ def op_name(func: Callable) -> str:
 
 
 def _native_nodes(output) -> list[str]:
-    from manual_backprop.audit import _is_manual_node
-
     outputs = output if isinstance(output, list | tuple) else (output,)
     return [type(t.grad_fn).__name__ for t in outputs
             if isinstance(t, Tensor) and t.grad_fn is not None and not _is_manual_node(t.grad_fn)]
@@ -247,8 +256,11 @@ class _Router(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if not torch.compiler.is_compiling() and torch._guards.TracingContext.try_get() is not None:
-            return func(*args, **kwargs)  # torch.compile is lowering a graph it captured already: leave it be
+        if torch._C._get_dispatch_mode(_FAKE) is not None:
+            # torch.compile is lowering a graph it captured already: leave it be. (No is_compiling()
+            # here: called in this handler it makes dynamo's eager fallback after a graph break return
+            # wrong values, e.g. x.size() giving x.device, in torch 2.13.)
+            return func(*args, **kwargs)
         rule = RULES.get(func)
         if rule is not None and _needs_grad(args, kwargs):
             try:
@@ -256,7 +268,7 @@ class _Router(TorchFunctionMode):
             except TypeError:  # a calling form torch accepts and the rule does not: torch computes it,
                 rule = None    # and the check below names the native node it makes
         output = func(*args, **kwargs)
-        if rule is None and _state.frames and not torch.compiler.is_compiling() and _needs_grad(args, kwargs):
+        if rule is None and _state.frames and _needs_grad(args, kwargs):
             natives = _native_nodes(output)
             if natives:
                 _native_call(func, natives[0])
@@ -283,6 +295,7 @@ def _native_call(func: Callable, node: str) -> None:
 
 
 _ROUTER = _Router()
+_FAKE = torch._C._TorchDispatchModeKey.FAKE
 
 
 class RoutedForward:
@@ -327,6 +340,30 @@ class RoutedForward:
 
     def __repr__(self) -> str:
         return f"<routed forward of {self.path or '(root)'!r} ({type(self.module).__name__})>"
+
+
+@contextlib.contextmanager
+def _routed(frame: _Frame | None):
+    if frame is None or _state.frames:
+        yield  # not called from a converted forward, or routed already
+        return
+    _state.frames.append(frame)
+    try:
+        with _ROUTER:
+            yield
+    finally:
+        _state.frames.pop()
+
+
+def checkpoint_context() -> tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
+    """``context_fn`` for ``torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False, context_fn=...)``
+    inside a converted forward, when ``fn`` is a plain function rather than a module.
+
+    Checkpointing runs ``fn`` again during backward, outside the forward and so outside the routing;
+    a converted module routes itself again, a plain function does not, and torch would find the
+    recomputation different from the forward. With this ``context_fn`` the recomputation is routed
+    as the forward was."""
+    return contextlib.nullcontext(), _routed(_state.frames[-1] if _state.frames else None)
 
 
 def is_routed(module: nn.Module) -> bool:

@@ -18,6 +18,8 @@ import manual_backprop as mbp
 from manual_backprop.audit import backward_graph
 from manual_backprop.routing import RULES, RoutedForward, op_name
 
+from zoo import ZOO
+
 DT = torch.float64
 
 
@@ -289,3 +291,64 @@ def test_every_rule_key_is_a_torch_callable_and_every_rule_is_ours():
         assert callable(func) and callable(rule)
         module = getattr(rule, "func", rule).__module__
         assert module.startswith("manual_backprop"), (func, rule)
+
+
+class Checkpointed(nn.Module):
+    """A plain function and a module, each checkpointed inside a converted forward."""
+
+    def __init__(self, context_fn=None):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.gain = nn.Parameter(torch.randn(4))
+        self.block = nn.Sequential(nn.Tanh(), nn.Linear(4, 4))
+        self.context_fn = context_fn
+
+    def forward(self, x):
+        from torch.utils.checkpoint import checkpoint
+
+        extra = {"context_fn": self.context_fn} if self.context_fn else {}
+        h = checkpoint(lambda h: F.gelu(self.fc(h)) * self.gain + h, x, use_reentrant=False, **extra)
+        return checkpoint(self.block, h, use_reentrant=False).sum()
+
+
+def test_checkpointed_function_with_checkpoint_context_and_checkpointed_module_are_hand_written():
+    torch.manual_seed(0)
+    native = Checkpointed().double()
+    manual = mbp.convert(copy.deepcopy(native), strict=True)
+    manual.context_fn = mbp.checkpoint_context
+    x = _x(3, 4)
+    audit = mbp.audit_backward(manual(x))
+    assert audit.ok, str(audit)
+    native(x.detach().requires_grad_()).backward()
+    for p_m, p_n in zip(manual.parameters(), native.parameters()):
+        torch.testing.assert_close(p_m.grad, p_n.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_a_checkpointed_plain_function_without_checkpoint_context_is_refused_by_torch():
+    model = mbp.convert(Checkpointed().double())
+    with pytest.raises(Exception, match=r"(?i)recomput"):
+        model(_x(3, 4)).backward()
+
+
+def test_a_routed_model_round_trips_state_dicts_saves_and_switches_modes():
+    torch.manual_seed(0)
+    example = ZOO["GPT"](DT)
+    native = example.model
+    manual = mbp.convert(copy.deepcopy(native), strict=True)
+    buffer = io.BytesIO()
+    torch.save(manual.state_dict(), buffer)
+    buffer.seek(0)
+    fresh_native = copy.deepcopy(native)
+    fresh_native.load_state_dict(torch.load(buffer, weights_only=True))
+    fresh_manual = mbp.convert(copy.deepcopy(native), strict=True)
+    fresh_manual.load_state_dict(native.state_dict())
+    for model in (manual, fresh_native, fresh_manual):
+        model.eval()
+        torch.testing.assert_close(model(*example.inputs, **example.kwargs), native.eval()(*example.inputs,
+                                                                                           **example.kwargs))
+    manual.train()
+    torch.manual_seed(3)
+    train_out = manual(*example.inputs, **example.kwargs)[1]
+    torch.manual_seed(3)
+    torch.testing.assert_close(train_out, native.train()(*example.inputs, **example.kwargs)[1])
+    assert not torch.equal(train_out, manual.eval()(*example.inputs, **example.kwargs)[1])  # dropout was on
