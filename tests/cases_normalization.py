@@ -3,6 +3,8 @@ RMSNorm, LocalResponseNorm). Shapes stay tiny: every row runs gradcheck and grad
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 
@@ -115,7 +117,8 @@ MODULE_CASES: list[ModuleCase] = [
     ModuleCase("normalization-BatchNorm1d", lambda: _randomized(nn.BatchNorm1d(3)), _x(4, 3)),
     ModuleCase("normalization-BatchNorm1d-3d-cumulative", lambda: _randomized(nn.BatchNorm1d(2, momentum=None), 4),
                _x(3, 2, 4)),
-    ModuleCase("normalization-BatchNorm1d-no-bias", lambda: _randomized(nn.BatchNorm1d(3, bias=False)), _x(4, 3)),
+    *([ModuleCase("normalization-BatchNorm1d-no-bias", lambda: _randomized(nn.BatchNorm1d(3, bias=False)), _x(4, 3))]
+      if "bias" in inspect.signature(nn.BatchNorm1d).parameters else []),  # torch ≥ 2.12
     ModuleCase("normalization-BatchNorm2d", lambda: _randomized(nn.BatchNorm2d(2, momentum=0.3)), _x(3, 2, 2, 2)),
     ModuleCase("normalization-BatchNorm2d-eval", lambda: _randomized(nn.BatchNorm2d(2)), _x(3, 2, 2, 2), train=False),
     ModuleCase("normalization-BatchNorm2d-untracked-no-affine",

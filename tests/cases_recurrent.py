@@ -178,7 +178,9 @@ class Packed(nn.Module):
         self.meta = pack_padded_sequence(padded, lengths, enforce_sorted=enforce_sorted)[1:]
 
     def forward(self, data, *hx):
-        packed = PackedSequence(data, *self.meta)
+        batch_sizes, *indices = self.meta
+        sorted_indices, unsorted_indices = (i if i is None else i.to(data.device) for i in indices)  # data's device
+        packed = PackedSequence(data, batch_sizes, sorted_indices, unsorted_indices)
         return self.rnn(packed, (hx if len(hx) > 1 else hx[0]) if hx else None)
 
 

@@ -7,6 +7,7 @@ import copy
 
 import pytest
 import torch
+from torch.nn.utils.rnn import PackedSequence
 from torch.utils._pytree import tree_leaves, tree_map
 
 import manual_backprop as mbp
@@ -17,15 +18,39 @@ from zoo import ZOO
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
+@pytest.fixture(autouse=True)
+def full_float32():
+    """TF32 (cuDNN convolutions and RNNs use it by default) rounds products to 10 bits: two correct
+    float32 computations then differ by ~1e-3. The comparisons here are about the formulas."""
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        matmul = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = False
+        yield
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+
+
 def _on_cuda(t):
+    if isinstance(t, PackedSequence):
+        return t.to("cuda").float()
     if not isinstance(t, torch.Tensor):
         return t
     moved = t.detach().to("cuda", torch.float32 if t.is_floating_point() else t.dtype)
     return moved.requires_grad_(t.requires_grad)
 
 
+def _native_call(case, native, inputs):
+    """torch's cuDNN RNNs draw dropout masks of their own and cannot backpropagate in eval mode; their
+    generic implementation (cuDNN off) does neither, so it is the reference for the recurrent layers."""
+    if not case.id.startswith("recurrent-"):
+        return native(*inputs)
+    with torch.backends.cudnn.flags(enabled=False):
+        return native(*inputs)
+
+
 @pytest.mark.parametrize("case", MODULE_CASES, ids=[c.id for c in MODULE_CASES])
 def test_module_case_on_cuda_matches_native(case):
+    if case.id.startswith("recurrent-") and "dropout" in case.id and case.train:
+        pytest.skip("torch's CUDA RNNs draw their dropout masks with a fused kernel of their own (docs/layers.md)")
     native = case.make().to("cuda", torch.float32).train(case.train)
     manual = mbp.convert(copy.deepcopy(native), strict=True)
     made = case.inputs()
@@ -34,12 +59,16 @@ def test_module_case_on_cuda_matches_native(case):
     torch.manual_seed(1)
     out_m = manual(*x_m)
     torch.manual_seed(1)
-    out_n = native(*x_n)
+    out_n = _native_call(case, native, x_n)
     torch.testing.assert_close(out_m, out_n, rtol=1e-4, atol=1e-4)
     outs_m = [t for t in tree_leaves(out_m) if isinstance(t, torch.Tensor) and t.requires_grad]
     outs_n = [t for t in tree_leaves(out_n) if isinstance(t, torch.Tensor) and t.requires_grad]
     grads = [torch.randn_like(t) for t in outs_n]
-    torch.autograd.backward(outs_n, grads)
+    if case.id.startswith("recurrent-"):
+        with torch.backends.cudnn.flags(enabled=False):
+            torch.autograd.backward(outs_n, grads)
+    else:
+        torch.autograd.backward(outs_n, grads)
     audit = mbp.audit_backward(outs_m, gradient=grads)
     assert audit.ok, str(audit)
     for p_m, p_n in zip(manual.parameters(), native.parameters()):
@@ -75,13 +104,19 @@ def test_zoo_model_already_on_cuda_converts_and_matches_native(name):
     manual = mbp.convert(copy.deepcopy(native), strict=True)
     assert all(p.device.type == "cuda" for p in manual.parameters())
     inputs, kwargs = tree_map(_to_cuda, (example.inputs, example.kwargs))
-    torch.manual_seed(1)
-    out_n = native(*inputs, **kwargs)
-    torch.manual_seed(1)
-    out_m = manual(*inputs, **kwargs)
-    torch.testing.assert_close(out_m, out_n, rtol=1e-8, atol=1e-10)
-    example.loss_fn(out_n).backward()
-    audit = mbp.audit_backward(example.loss_fn(out_m))
+    if name == "BatchedLSTMTagger":
+        inputs = (inputs[0], example.inputs[1])  # torch wants the lengths of a packed sequence on the CPU
+    with torch.backends.cudnn.flags(enabled=False):  # torch's generic RNNs: the dropout masks of ours
+        torch.manual_seed(1)
+        out_n = native(*inputs, **kwargs)
+        torch.manual_seed(1)
+        out_m = manual(*inputs, **kwargs)
+        torch.testing.assert_close(out_m, out_n, rtol=1e-8, atol=1e-10)
+        outs_n = [t for t in tree_leaves(out_n) if isinstance(t, torch.Tensor) and t.requires_grad]
+        outs_m = [t for t in tree_leaves(out_m) if isinstance(t, torch.Tensor) and t.requires_grad]
+        grads = [torch.randn_like(t) for t in outs_n]
+        torch.autograd.backward(outs_n, grads)
+        audit = mbp.audit_backward(outs_m, gradient=grads)
     assert audit.ok, str(audit)
     for (param, p_m), p_n in zip(manual.named_parameters(), native.parameters()):
         torch.testing.assert_close(p_m.grad, p_n.grad, rtol=1e-8, atol=1e-10, msg=lambda m, p=param: f"{p}: {m}")
