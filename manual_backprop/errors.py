@@ -16,7 +16,8 @@ class LayerInputError(ValueError, RuntimeError):
 
 
 class UnsupportedModuleError(TypeError):
-    """``convert(model, strict=True)`` met modules whose computation would stay on native autograd."""
+    """``convert(model, strict=True)`` met computation that would stay on native autograd. Raised as
+    its subclass :class:`UnsupportedOperationError`, which names the operation and module path."""
 
 
 class UnsupportedOperationError(UnsupportedModuleError, RuntimeError):

@@ -352,3 +352,14 @@ def test_a_routed_model_round_trips_state_dicts_saves_and_switches_modes():
     torch.manual_seed(3)
     torch.testing.assert_close(train_out, native.train()(*example.inputs, **example.kwargs)[1])
     assert not torch.equal(train_out, manual.eval()(*example.inputs, **example.kwargs)[1])  # dropout was on
+
+
+def test_hooks_on_a_routed_module_keep_firing_around_the_routed_forward():
+    model = TanhLayer()
+    seen = []
+    model.register_forward_pre_hook(lambda m, args: seen.append("pre"))
+    model.register_forward_hook(lambda m, args, out: seen.append(out.grad_fn.name()))
+    model.register_full_backward_hook(lambda m, grad_in, grad_out: seen.append("backward"))
+    mbp.convert(model, strict=True)
+    model(_x(4, 3)).sum().backward()
+    assert seen[0] == "pre" and "Tanh" in seen[1] and seen[-1] == "backward"
