@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch._subclasses.fake_tensor import FakeTensor
+from torch._subclasses.functional_tensor import FunctionalTensor
 from torch.overrides import TorchFunctionMode
 
 import manual_backprop.functional as MF
@@ -251,16 +253,25 @@ def _native_nodes(output) -> list[str]:
             if isinstance(t, Tensor) and t.grad_fn is not None and not _is_manual_node(t.grad_fn)]
 
 
+def _lowering(args) -> bool:
+    """Whether these are the fake or functional tensors of torch.compile lowering a captured graph.
+
+    (Dynamo sees plain tensors while it captures, so it routes; ``torch.compiler.is_compiling()``
+    must not be asked here: in this handler it makes dynamo's eager fallback after a graph break
+    return wrong values, e.g. ``x.size()`` giving ``x.device``, in torch 2.13.)"""
+    for a in args:
+        if isinstance(a, FakeTensor | FunctionalTensor):
+            return True
+    return False
+
+
 class _Router(TorchFunctionMode):
     """Sends each call that needs a gradient to its hand-written rule; see the module doc."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if torch._C._get_dispatch_mode(_FAKE) is not None:
-            # torch.compile is lowering a graph it captured already: leave it be. (No is_compiling()
-            # here: called in this handler it makes dynamo's eager fallback after a graph break return
-            # wrong values, e.g. x.size() giving x.device, in torch 2.13.)
-            return func(*args, **kwargs)
+        if _lowering(args):
+            return func(*args, **kwargs)  # torch.compile is lowering a graph it captured already: leave it be
         rule = RULES.get(func)
         if rule is not None and _needs_grad(args, kwargs):
             try:
@@ -295,7 +306,6 @@ def _native_call(func: Callable, node: str) -> None:
 
 
 _ROUTER = _Router()
-_FAKE = torch._C._TorchDispatchModeKey.FAKE
 
 
 class RoutedForward:

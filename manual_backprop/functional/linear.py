@@ -162,6 +162,8 @@ class Reshape(ManualFunction):
     @staticmethod
     def forward(z: Tensor, shape: tuple[int, ...]) -> Tensor:
         a = z.reshape(shape)
+        if torch.compiler.is_compiling():
+            return a.clone()  # dynamo cannot trace _is_view(); inductor drops a copy it does not need
         return a.clone() if a._is_view() else a
 
     @staticmethod
