@@ -1,0 +1,28 @@
+"""The benchmark scripts run (a smoke test: they are measurements, so nothing here is timed)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow  # each starts a Python that imports torch and Lightning
+
+
+def test_recording_cost_runs_quick_and_prints_its_docs_section():
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "recording_cost.py"), "--quick"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| fit loop (training + validation epochs), wall clock |" in done.stdout
+    assert "| fit loop, this process's CPU time (all its threads) |" in done.stdout
+    assert "| training batches only, wall clock |" in done.stdout
+    assert "A run is 20 training steps" in done.stdout
+
+
+def test_recording_cost_refuses_to_write_the_docs_from_a_smoke_run():
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "recording_cost.py"), "--quick", "--write-docs"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode != 0
+    assert "--quick is a smoke run, not a measurement" in done.stderr
