@@ -1,9 +1,12 @@
 """``manual-backprop``: the command line, built on LightningCLI.
 
 ``manual-backprop fit`` with no arguments trains the default sigmoid MLP on the digits with manual
-backprop, logs error terms to TensorBoard under ``lightning_logs/``, and prints the validation
-accuracy and the ``tensorboard`` command to look at the run. Every LightningCLI flag works
-(``--trainer.max_steps``, ``--print_config``, ``-c config.yaml``, ...).
+backprop, logs the error terms (``ErrorTermLogger``: histograms, scalars, a custom-scalars chart, a
+heatmap, update ratios) and the gradient parity with native autograd (``GradientParityCallback``)
+to TensorBoard under ``lightning_logs/``, and prints the validation accuracy and the
+``tensorboard`` command to look at the run. Both callbacks are set with ``--error_terms.*`` and
+``--gradient_parity.*``. Every LightningCLI flag works (``--trainer.max_steps``,
+``--print_config``, ``-c config.yaml``, ...).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from jsonargparse import lazy_instance
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from lightning_modules.callbacks import ErrorTermLogger
+from lightning_modules.callbacks import ErrorTermLogger, GradientParityCallback
 from lightning_modules.data import DigitsDataModule
 from lightning_modules.models import SigmoidMLP
 from lightning_modules.module import ManualBackpropModule
@@ -24,6 +27,7 @@ from lightning_modules.module import ManualBackpropModule
 class ManualBackpropCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ErrorTermLogger, "error_terms")
+        parser.add_lightning_class_args(GradientParityCallback, "gradient_parity")
         parser.set_defaults({"model.network": lazy_instance(SigmoidMLP)})
 
     def after_fit(self) -> None:

@@ -14,7 +14,8 @@ from lightning_modules.cli import main
 
 from tb import read_events
 
-FAST = ["--trainer.max_steps=3", "--trainer.enable_progress_bar=false", "--error_terms.every_n_steps=1"]
+FAST = ["--trainer.max_steps=3", "--trainer.enable_progress_bar=false", "--error_terms.every_n_steps=1",
+        "--gradient_parity.every_n_steps=1"]
 
 
 def test_fit_prints_accuracy_and_the_tensorboard_command(tmp_path, capsys, monkeypatch):
@@ -24,7 +25,21 @@ def test_fit_prints_accuracy_and_the_tensorboard_command(tmp_path, capsys, monke
     assert re.search(r"validation accuracy: \d+\.\d%", out)
     assert "tensorboard --logdir runs/lightning_logs" in out
     run = tmp_path / "runs" / "lightning_logs" / "version_0"
-    assert "error_terms/fc1" in read_events(run).Tags()["histograms"]
+    tags = read_events(run).Tags()
+    assert "error_terms/fc1" in tags["histograms"]
+    assert {"error_terms_rms/fc1", "error_terms_ratio/fc1", "update_ratio/fc1.weight", "parity/fc1"} <= set(
+        tags["scalars"])
+    assert tags["images"] == ["error_terms_heatmap"] and tags["tensors"] == ["custom_scalars__config__"]
+
+
+def test_callback_flags_reach_the_callbacks(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    main(["fit", *FAST, "--error_terms.heatmap=false", "--error_terms.layers=[fc2]",
+          "--gradient_parity.every_n_steps=2", "--gradient_parity.tolerance=0.5"])
+    tags = read_events(tmp_path / "lightning_logs" / "version_0").Tags()
+    assert tags["images"] == [] and tags["histograms"] == ["error_terms/fc2"]
+    config = yaml.safe_load((tmp_path / "lightning_logs" / "version_0" / "config.yaml").read_text())
+    assert config["gradient_parity"] == {"every_n_steps": 2, "tolerance": 0.5}
 
 
 @pytest.mark.parametrize(
@@ -47,6 +62,8 @@ def test_print_config_round_trips(tmp_path, capsys, monkeypatch):
     config = yaml.safe_load(printed)
     assert config["model"]["network"]["class_path"].endswith("SigmoidMLP")
     assert config["model"]["lr"] == 0.25 and config["error_terms"]["every_n_steps"] == 50
+    assert config["error_terms"]["heatmap"] is True and config["error_terms"]["check_finite"] is False
+    assert config["gradient_parity"] == {"every_n_steps": 50, "tolerance": 1e-4}
     (tmp_path / "config.yaml").write_text(printed)
     main(["fit", "-c", "config.yaml", *FAST])
     saved = yaml.safe_load((tmp_path / "lightning_logs" / "version_0" / "config.yaml").read_text())
@@ -74,5 +91,14 @@ def test_default_fit_learns_the_digits_in_well_under_a_minute(tmp_path):
     assert accuracy > 90.0
     assert "tensorboard --logdir lightning_logs" in done.stdout
     assert elapsed < 60, f"took {elapsed:.0f} s"
-    tags = read_events(tmp_path / "lightning_logs" / "version_0").Tags()
+    events = read_events(tmp_path / "lightning_logs" / "version_0")
+    tags = events.Tags()
+    # everything the error-term and parity callbacks log is there without a flag, every 50 steps
     assert {"error_terms/fc1", "error_terms/fc2"} <= set(tags["histograms"])
+    for kind in ("rms", "mean_abs", "max_abs", "zero_share"):
+        assert {f"error_terms_{kind}/fc1", f"error_terms_{kind}/fc2"} <= set(tags["scalars"])
+    assert {"error_terms_ratio/fc1", "update_ratio/fc1.weight", "parity/fc1", "parity/fc2"} <= set(tags["scalars"])
+    assert tags["images"] == ["error_terms_heatmap"] and tags["tensors"] == ["custom_scalars__config__"]
+    assert [s.step for s in events.Scalars("parity/fc1")][:3] == [0, 50, 100]
+    assert all(s.value < 1e-4 for s in events.Scalars("parity/fc1"))
+    assert "GradientParityCallback" not in done.stderr
