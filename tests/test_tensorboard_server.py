@@ -8,6 +8,7 @@ the logger wrote and checks it against the event files as TensorBoard's own read
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import socket
@@ -23,6 +24,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from PIL import Image
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from lightning_modules.callbacks import ErrorTermLogger
@@ -172,3 +174,62 @@ def test_server_lists_the_run_with_its_error_term_tags(server, run_dir):
     scalars = _served(lambda: _get_json(server, "/data/plugin/scalars/tags"), lambda index: run in index)
     assert {f"error_terms_{kind}/{layer}" for kind in ("rms", "max_abs") for layer in LAYERS} <= set(scalars[run])
     assert run in _get_json(server, "/data/runs")
+
+
+def test_custom_scalars_layout_charts_every_layers_delta_rms(server, run_dir):
+    run, events = _run_name(run_dir), read_events(run_dir)
+    layout = _served(lambda: _get_json(server, "/data/plugin/custom_scalars/layout"), lambda layout: bool(layout))
+    (category,) = [c for c in layout["category"] if c["title"] == "error terms"]
+
+    def served_by(chart):
+        """The scalars the dashboard gets for the chart: one request per tag pattern, as the dashboard makes it."""
+        served = {}
+        for pattern in chart["multiline"]["tag"]:
+            answer = _get_json(server, "/data/plugin/custom_scalars/scalars", run=run, tag=pattern)
+            assert answer["regex_valid"], pattern
+            served.update(answer["tag_to_events"])
+        assert served, f"the chart {chart['title']!r} shows nothing"
+        return served
+
+    charts = {chart["title"]: served_by(chart) for chart in category["chart"]}
+    (rms,) = [served for title, served in charts.items() if "δ RMS per layer" in title]
+    assert set(rms) == {f"error_terms_rms/{layer}" for layer in LAYERS}
+    for tag, points in rms.items():
+        assert [(step, value) for _, step, value in points] == [(s.step, s.value) for s in events.Scalars(tag)]
+    (ratios,) = [served for title, served in charts.items() if "next layer" in title]
+    assert set(ratios) == {"error_terms_ratio/fc1"}  # fc2 is the last layer: it has no next one
+
+
+def test_per_layer_scalars_agree_with_each_other(server, run_dir):
+    """RMS, mean |δ|, max |δ|, the share of zeros and the ratio to the next layer, as the server serves them."""
+    run = _run_name(run_dir)
+
+    def served(kind, layer):
+        points = _served(lambda: _get_json(server, "/data/plugin/scalars/scalars", run=run,
+                                           tag=f"error_terms_{kind}/{layer}"),
+                         lambda points: len(points) == len(LOGGED_STEPS))
+        return [value for _, _, value in points]
+
+    for layer in LAYERS:
+        rms, mean_abs, max_abs = served("rms", layer), served("mean_abs", layer), served("max_abs", layer)
+        for r, m, x in zip(rms, mean_abs, max_abs, strict=True):
+            assert 0 < m <= r * (1 + 1e-6) and r <= x * (1 + 1e-6)  # mean ≤ RMS ≤ max for |δ|
+        assert served("zero_share", layer) == [0.0] * len(LOGGED_STEPS)  # sigmoid units are never dead
+    ratio, rms_fc1, rms_fc2 = served("ratio", "fc1"), served("rms", "fc1"), served("rms", "fc2")
+    assert ratio == pytest.approx([a / b for a, b in zip(rms_fc1, rms_fc2, strict=True)], rel=1e-5)
+
+
+def test_heatmap_image_is_the_event_files_png(server, run_dir):
+    run, tag = _run_name(run_dir), "error_terms_heatmap"
+    written = read_events(run_dir).Images(tag)
+    assert [image.step for image in written] == LOGGED_STEPS  # redrawn at every logged step
+    served = _served(lambda: _get_json(server, "/data/plugin/images/images", run=run, tag=tag),
+                     lambda images: len(images) == len(written))
+    assert [image["step"] for image in served] == LOGGED_STEPS
+    for entry, event in zip(served, written):
+        png = _get(server, "/data/plugin/images/individualImage?" + entry["query"])
+        assert png == event.encoded_image_string
+        with Image.open(io.BytesIO(png)) as image:
+            assert image.format == "PNG"
+            assert image.size == (event.width, event.height)
+            assert len(image.convert("RGB").getcolors(maxcolors=1 << 20)) > 10  # a picture, not a blank
