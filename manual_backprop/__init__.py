@@ -10,9 +10,19 @@ from manual_backprop import functional, nn
 from manual_backprop.audit import BackwardAudit, audit_backward
 from manual_backprop.convert import convert, is_manual, restore
 from manual_backprop.coverage import CoverageReport, coverage
-from manual_backprop.errors import LayerInputError, UnsupportedModuleError, UnsupportedOperationError
+from manual_backprop.errors import (
+    LayerInputError,
+    NonFiniteError,
+    UnsupportedModuleError,
+    UnsupportedOperationError,
+)
 from manual_backprop.nn import SUPPORTED_MODULES
-from manual_backprop.recording import ErrorTerms, record_error_terms
+from manual_backprop.recording import (
+    ErrorTerms,
+    PerSampleErrorTerms,
+    per_sample_error_terms,
+    record_error_terms,
+)
 from manual_backprop.routing import checkpoint_context
 
 __version__ = "0.1.0"
@@ -23,6 +33,8 @@ __all__ = [
     "CoverageReport",
     "ErrorTerms",
     "LayerInputError",
+    "NonFiniteError",
+    "PerSampleErrorTerms",
     "UnsupportedModuleError",
     "UnsupportedOperationError",
     "__version__",
@@ -33,6 +45,7 @@ __all__ = [
     "functional",
     "is_manual",
     "nn",
+    "per_sample_error_terms",
     "record_error_terms",
     "restore",
 ]

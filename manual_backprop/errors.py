@@ -25,6 +25,26 @@ class UnsupportedOperationError(UnsupportedModuleError, RuntimeError):
     gradient. The message names the operation and the module path it ran in."""
 
 
+class NonFiniteError(FloatingPointError, RuntimeError):
+    """A nan or inf was born while error terms were recorded with ``check_finite=True``.
+
+    Names the layer where it appeared: the first recorded layer whose output was non-finite in the
+    forward, or else the first layer in backward order (closest to the loss first) whose error term
+    δ was non-finite. Attributes: ``layer`` (its module path), ``step``, ``phase`` (``"forward"`` or
+    ``"backward"``), ``bad_count`` of ``numel`` entries non-finite (of its output, or of δ), and the
+    layer's ``input_range`` and ``output_range`` in that forward, as (min, max) or None when the
+    tensor is not floating-point.
+    """
+
+    def __init__(self, message: str, *, layer: str | None = None, step: int | None = None, phase: str | None = None,
+                 bad_count: int | None = None, numel: int | None = None, input_range: tuple[float, float] | None = None,
+                 output_range: tuple[float, float] | None = None):  # defaults: pickle rebuilds it from the message
+        super().__init__(message)
+        self.layer, self.step, self.phase = layer, step, phase
+        self.bad_count, self.numel = bad_count, numel
+        self.input_range, self.output_range = input_range, output_range
+
+
 def shape(t) -> tuple[int, ...]:
     """A tensor's shape as a plain tuple, for error messages."""
     return tuple(t.shape)
