@@ -95,17 +95,24 @@ class ErrorTermLogger(pl.Callback):
     backpropagates, which Lightning has divided by k. A layer called more than once per forward
     contributes all its calls' δ together. Between logged steps nothing is recorded.
 
-    Under DDP every rank records on the logged steps; the ranks' δ are gathered and divided by
-    ``trainer.world_size``, because DDP averages the ranks' gradients: the loss it trains is the
-    mean of the ranks' losses, and a sample's δ of that global loss is its local δ / world_size.
-    What rank 0 logs is then the δ of the global loss over the global batch, the same numbers a
-    single process would log for that batch with the batch-mean loss.
+    Under DDP every rank records on the logged steps, its δ divided by ``trainer.world_size``
+    (``record_error_terms(..., scale=1 / world_size)``), and the ranks' δ are gathered: DDP averages
+    the ranks' gradients, so the loss it trains is the mean of the ranks' losses, and a sample's δ of
+    that global loss is its local δ / world_size. What rank 0 logs is then the δ of the global loss
+    over the global batch, the same numbers a single process logs for that batch with the
+    batch-mean loss.
 
-    ``check_finite=True`` checks every recorded δ on the logged steps and raises
-    :class:`manual_backprop.NonFiniteError` naming the first layer, in backward order, whose δ holds
-    a NaN or an infinity.
+    ``check_finite=True``: every training batch (not only the logged ones) is recorded with
+    ``record_error_terms(..., check_finite=True)``, which costs a probe and one reduction per layer
+    in forward and in backward, and right after backward, before the optimizer step,
+    :class:`manual_backprop.NonFiniteError` is raised naming where a NaN or infinity was born: the
+    first recorded layer whose output was non-finite in the forward, else the first in backward
+    order whose δ is, with the step, the count of bad entries and the layer's input and output
+    ranges. Under DDP every rank raises the error of the first rank that found one (prefixed
+    ``rank r:``), so that none is left waiting for the others. This works without a logger too.
 
-    ``layers`` picks the layers to record (module paths, as ``record_error_terms`` takes them).
+    ``layers`` picks the layers to record, as ``record_error_terms`` takes them: module paths, glob
+    patterns (``"fc*"``), module types. Layers that match nothing raise when the fit starts.
     Without any logger (``logger=False``, ``fast_dev_run``) it warns once and logs nothing; with
     loggers of which none is a ``TensorBoardLogger`` it raises.
     """
@@ -113,7 +120,7 @@ class ErrorTermLogger(pl.Callback):
     def __init__(
         self,
         every_n_steps: int = 50,
-        layers: list[str] | None = None,
+        layers: list[str | type[nn.Module]] | None = None,
         histograms: bool = True,
         scalars: bool = True,
         heatmap: bool = True,
@@ -132,7 +139,8 @@ class ErrorTermLogger(pl.Callback):
         self.custom_scalars = custom_scalars
         self.check_finite = check_finite
         self._recording: manual_backprop.ErrorTerms | None = None
-        self._paths: list[str] = []  # the recorded layers, the same list on every rank
+        self._logging = False  # whether the open recording is of a logged step
+        self._paths: list[str] = []  # the layers of the last logged step
         self._forward_order: list[str] = []
         self._order_hooks: list = []
         self._last_step: int | None = None
@@ -140,13 +148,16 @@ class ErrorTermLogger(pl.Callback):
         self._layout_written_to: str | None = None
         self._history: dict[str, dict[int, float]] = {}  # layer → step → δ RMS, for the heatmap
         self._history_steps: list[int] = []
-        self._layer_cache: tuple[nn.Module, list[str], list[tuple[str, nn.Module]]] | None = None
+        self._layer_cache: tuple[nn.Module, list[str] | None, list[tuple[str, nn.Module]]] | None = None
 
     # -- whether and where to log --------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
         self._enabled = True
+        self._layer_cache = None
+        layers, _ = self._layers_of(_model_of(pl_module))
+        manual_backprop.record_error_terms(_model_of(pl_module), layers=layers)  # bad layers raise now, not mid-run
         if self._tensorboard(trainer) is not None:
             return
         real_loggers = _real_loggers(trainer)
@@ -162,14 +173,16 @@ class ErrorTermLogger(pl.Callback):
     def _tensorboard(trainer: pl.Trainer) -> TensorBoardLogger | None:
         return next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
 
-    def _layers_of(self, model: nn.Module) -> tuple[list[str], list[tuple[str, nn.Module]]]:
-        """The layers to record, and every manual module (to learn the forward order), found once per model."""
+    def _layers_of(self, model: nn.Module) -> tuple[list[str] | None, list[tuple[str, nn.Module]]]:
+        """What to pass ``record_error_terms`` as ``layers``, and the modules whose calls give the forward
+        order; found once per model."""
         if self._layer_cache is None or self._layer_cache[0] is not model:
-            manual = [(path, m) for path, m in model.named_modules() if manual_backprop.is_manual(m)]
-            chosen = list(self.layers) if self.layers is not None else [
-                path for path, m in manual if any(True for _ in m.parameters(recurse=False))
-            ]
-            self._layer_cache = (model, chosen, manual)
+            modules = list(model.named_modules())
+            chosen = self.layers if self.layers is not None else [
+                path for path, m in modules
+                if manual_backprop.is_manual(m) and any(True for _ in m.parameters(recurse=False))
+            ] or None  # no manual layer holds parameters: record_error_terms's default, every manual layer
+            self._layer_cache = (model, chosen, modules)
         return self._layer_cache[1], self._layer_cache[2]
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -195,18 +208,26 @@ class ErrorTermLogger(pl.Callback):
         return self._enabled and trainer.global_step % self.every_n_steps == 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._recording is not None:
+            return
         step = trainer.global_step
-        if not self._logs_now(trainer) or step == self._last_step or self._recording is not None:
+        # the first micro-batch of a logged step (later ones of an accumulated step are not logged again)
+        logs = self._logs_now(trainer) and step != self._last_step
+        if logs:
+            self._last_step = step
+        # rank 0 logs; under DDP every rank's δ is needed. With check_finite every rank checks every batch.
+        self._logging = logs and (trainer.is_global_zero or trainer.world_size > 1)
+        if not (self._logging or self.check_finite):
             return
-        if not (trainer.is_global_zero or trainer.world_size > 1):
-            return
-        self._last_step = step  # later micro-batches of an accumulated step are not logged again
         model = _model_of(pl_module)
-        self._paths, manual = self._layers_of(model)
-        self._forward_order = []
-        for path, module in manual:
-            self._order_hooks.append(module.register_forward_hook(self._note_call(path)))
-        self._recording = manual_backprop.record_error_terms(model, layers=self._paths).__enter__()
+        layers, modules = self._layers_of(model)
+        if self._logging:
+            self._forward_order = []
+            for path, module in modules:
+                self._order_hooks.append(module.register_forward_hook(self._note_call(path)))
+        self._recording = manual_backprop.record_error_terms(
+            model, layers=layers, check_finite=self.check_finite, step=step, scale=1.0 / trainer.world_size,
+        ).__enter__()
 
     def _note_call(self, path: str):
         def note(module, args, output):
@@ -215,26 +236,37 @@ class ErrorTermLogger(pl.Callback):
 
         return note
 
-    def _stop(self) -> manual_backprop.ErrorTerms | None:
+    def _stop(self, exception: BaseException | None = None) -> manual_backprop.ErrorTerms | None:
+        """Close the recording; with ``check_finite`` (and no ``exception`` on its way) that checks it."""
         recording, self._recording = self._recording, None
         for handle in self._order_hooks:
             handle.remove()
         self._order_hooks.clear()
         if recording is not None:
-            recording.__exit__(None, None, None)
+            recording.__exit__(None if exception is None else type(exception), exception, None)
         return recording
 
     def on_after_backward(self, trainer, pl_module) -> None:
         if self._recording is None:
             return
-        recording = self._stop()
+        error = None
+        try:
+            recording = self._stop()
+        except manual_backprop.NonFiniteError as found:
+            error = found
+        if self.check_finite and trainer.world_size > 1:
+            error = _first_error_of_all_ranks(error, trainer)
+        if error is not None:
+            raise error
+        if not self._logging:
+            return
         step = trainer.global_step
-        local = [_flat_deltas(recording, path) for path in self._paths]
+        paths = _paths_of_all_ranks(list(recording), trainer)
+        local = [_flat_deltas(recording, path) for path in paths]
         deltas = _global_deltas(local, trainer.world_size)
-        if self.check_finite:
-            _raise_if_non_finite(self._paths, deltas, self._forward_order, step)
         if not trainer.is_global_zero:
             return
+        self._paths = paths
         order = {path: i for i, path in enumerate(self._forward_order)}
         present = sorted((p for p, d in zip(self._paths, deltas, strict=True) if d.numel()),
                          key=lambda p: order.get(p, len(order)))
@@ -281,11 +313,9 @@ class ErrorTermLogger(pl.Callback):
         named = [(name, p) for name, p in _named_parameters(pl_module) if id(p) in lr_of and p.grad is not None]
         if not named:
             return
-        norms = torch.stack([
-            torch.stack([torch.linalg.vector_norm(p.grad.detach().float()),
-                         torch.linalg.vector_norm(p.detach().float())])
-            for _, p in named
-        ]).cpu().tolist()
+        tensors = [p.grad.detach() for _, p in named] + [p.detach() for _, p in named]
+        norms = torch.stack([n.float() for n in torch._foreach_norm(tensors)]).cpu().tolist()  # one kernel per dtype
+        norms = list(zip(norms[: len(named)], norms[len(named):], strict=True))
         values = [
             Summary.Value(tag=f"update_ratio/{name}", simple_value=float(lr_of[id(p)]) * grad_norm / weight_norm)
             for (name, p), (grad_norm, weight_norm) in zip(named, norms, strict=True) if weight_norm > 0
@@ -295,10 +325,11 @@ class ErrorTermLogger(pl.Callback):
                                                                                   trainer.global_step)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._stop()  # a step whose backward did not run (training_step returned None) logs nothing
+        if self._recording is not None:  # the backward did not run (training_step returned None): no δ
+            self._stop(StopIteration())
 
     def on_exception(self, trainer, pl_module, exception) -> None:
-        self._stop()
+        self._stop(exception)
 
 
 # -- helpers of ErrorTermLogger --------------------------------------------------------------------
@@ -319,11 +350,24 @@ def _flat_deltas(recording: manual_backprop.ErrorTerms, path: str) -> Tensor:
     return torch.cat([d.detach().float().reshape(-1) for d in deltas])
 
 
+def _distributed(trainer: pl.Trainer) -> bool:
+    return trainer.world_size > 1 and dist.is_available() and dist.is_initialized()
+
+
+def _paths_of_all_ranks(paths: list[str], trainer: pl.Trainer) -> list[str]:
+    """The recorded layers of every rank, rank 0's first: the same list everywhere, to gather by."""
+    if not _distributed(trainer):
+        return paths
+    every = [None] * trainer.world_size
+    dist.all_gather_object(every, paths)
+    return list(dict.fromkeys(path for rank in every for path in rank))
+
+
 def _global_deltas(local: list[Tensor], world_size: int) -> list[Tensor]:
-    """Under DDP, every rank's δ of each layer, gathered and divided by the world size.
+    """Under DDP, every rank's δ of each layer, gathered (already scaled by 1 / world_size).
 
     DDP averages the ranks' gradients, so it trains C = (1/W) Σ_r C_r, and ∂C/∂z = (1/W) ∂C_r/∂z for
-    the samples of rank r. Every rank gets the result (so that all of them can raise alike).
+    the samples of rank r: the recording's ``scale``. Every rank gets the result.
     """
     if world_size == 1 or not (dist.is_available() and dist.is_initialized()):
         return local
@@ -340,7 +384,29 @@ def _global_deltas(local: list[Tensor], world_size: int) -> list[Tensor]:
     gathered = [torch.empty_like(padded) for _ in range(world_size)]
     dist.all_gather(gathered, padded)
     per_rank = [list(g[: sum(s)].split(s)) for g, s in zip(gathered, all_sizes, strict=True)]
-    return [torch.cat([rank[i] for rank in per_rank]) / world_size for i in range(len(local))]
+    return [torch.cat([rank[i] for rank in per_rank]) for i in range(len(local))]
+
+
+def _first_error_of_all_ranks(error: manual_backprop.NonFiniteError | None,
+                              trainer: pl.Trainer) -> manual_backprop.NonFiniteError | None:
+    """Under DDP, the first rank's :class:`NonFiniteError` on every rank, so that all of them stop.
+
+    One rank raising alone would leave the others waiting in DDP's next collective.
+    """
+    if not _distributed(trainer):
+        return error
+    failed = torch.tensor([0 if error is None else 1], device=trainer.strategy.root_device)
+    dist.all_reduce(failed, op=dist.ReduceOp.MAX)
+    if not failed.item():
+        return None
+    mine = None if error is None else (str(error), {name: getattr(error, name) for name in _ERROR_FIELDS})
+    every = [None] * trainer.world_size
+    dist.all_gather_object(every, mine)
+    rank, (message, fields) = next((r, e) for r, e in enumerate(every) if e is not None)
+    return manual_backprop.NonFiniteError(f"rank {rank}: {message}", **fields)
+
+
+_ERROR_FIELDS = ("layer", "step", "phase", "bad_count", "numel", "input_range", "output_range")
 
 
 class _Stats(NamedTuple):
@@ -403,18 +469,6 @@ def _histograms(deltas: list[Tensor], stats: list[_Stats]) -> list[HistogramProt
         histograms.append(HistogramProto(min=row.low, max=row.high, num=row.finite, sum=row.total,
                                          sum_squares=row.squares, bucket_limit=limits, bucket=buckets))
     return histograms
-
-
-def _raise_if_non_finite(paths: list[str], deltas: list[Tensor], forward_order: list[str], step: int) -> None:
-    order = {path: i for i, path in enumerate(forward_order)}
-    backward = sorted(range(len(paths)), key=lambda i: -order.get(paths[i], -1))
-    bad = [int((~torch.isfinite(d)).sum()) for d in deltas]
-    for i in backward:
-        if bad[i]:
-            raise manual_backprop.NonFiniteError(
-                f"ErrorTermLogger: at step {step}, the error term of layer {_tag(paths[i])!r} is the first, in "
-                f"backward order, that is not finite: {bad[i]} of its {deltas[i].numel()} entries"
-            )
 
 
 # -- the heatmap, drawn without matplotlib ---------------------------------------------------------

@@ -244,6 +244,31 @@ def test_heatmap_image_grows_a_column_per_logged_step_coloured_by_log_rms(logged
     assert centres[2].sum(axis=-1).min() > centres[0].sum(axis=-1).max()
 
 
+class OutputFirst(nn.Module):
+    """Defines its output layer first: the forward order (hidden, out) is not the definition order."""
+
+    def __init__(self):
+        super().__init__()
+        self.out = nn.Linear(16, 10)
+        self.hidden = nn.Linear(64, 16)
+
+    def forward(self, x):
+        return self.out(torch.sigmoid(self.hidden(x)))
+
+
+def test_next_layer_and_heatmap_rows_follow_the_forward_order(tmp_path):
+    trainer = _trainer(tmp_path, [ErrorTermLogger(every_n_steps=1)], max_steps=1)
+    trainer.fit(ManualBackpropModule(OutputFirst()), DigitsDataModule(batch_size=8))
+    events = read_events(trainer.logger.log_dir)
+    ratios = [t for t in events.Tags()["scalars"] if t.startswith("error_terms_ratio/")]
+    assert ratios == ["error_terms_ratio/hidden"]
+    rms = {path: _scalars(events, f"error_terms_rms/{path}")[0] for path in ("hidden", "out")}
+    assert _scalars(events, "error_terms_ratio/hidden")[0] == pytest.approx(rms["hidden"] / rms["out"], rel=1e-6)
+    (image,) = events.Images("error_terms_heatmap")
+    expected = _heatmap_image(["hidden", "out"], [0], np.array([[rms["hidden"]], [rms["out"]]]))
+    assert np.abs(_decode(image).astype(int) - expected.astype(int)).max() <= 1
+
+
 def test_heatmap_marks_missing_and_zero_values_grey_and_samples_long_runs():
     table = np.array([[1e-3, np.nan, 1e-1], [0.0, 1e-2, 1e-2]])
     image = _heatmap_image(["a", "bb"], [0, 10, 20], table)
@@ -312,6 +337,83 @@ def test_non_finite_error_terms_are_logged_without_crashing_the_histogram(tmp_pa
         assert math.isnan(_scalars(events, f"error_terms_rms/{path}")[0])
         (histogram,) = events.Histograms(f"error_terms/{path}")
         assert histogram.histogram_value.num == 7 * width  # the finite entries
+
+
+class SqrtAbs(nn.Module):
+    """√|z|: finite forward, but at z = 0 its derivative is infinite (and |z|'s is 0): δ below it is NaN."""
+
+    def forward(self, z):
+        return torch.sqrt(z.abs())
+
+
+class AtStep(pl.Callback):
+    """Runs ``change(pl_module, batch)`` before the batch of one step."""
+
+    def __init__(self, step, change):
+        self.step, self.change = step, change
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                self.change(pl_module, batch)
+
+
+def _zero_unit(pl_module, batch):  # fc1's unit 0 outputs exactly 0 for every sample
+    pl_module.network.fc1.weight[0] = 0.0
+    pl_module.network.fc1.bias[0] = 0.0
+
+
+def test_check_finite_names_the_layer_whose_delta_turned_non_finite_in_backward(tmp_path):
+    network = nn.Sequential(OrderedDict(fc1=nn.Linear(64, 8), root=SqrtAbs(), fc2=nn.Linear(8, 8), act=nn.Tanh(),
+                                        fc3=nn.Linear(8, 10)))
+    module = ManualBackpropModule(network, lr=0.01)
+    trainer = _trainer(tmp_path, [AtStep(2, _zero_unit), ErrorTermLogger(every_n_steps=50, check_finite=True)],
+                       max_steps=4)
+    with pytest.raises(mbp.NonFiniteError, match=r"step 2: layer 'fc1' \(Linear\) is the first layer in backward "
+                                                 r"order .* 8 of 64 entries of δ") as raised:
+        trainer.fit(module, DigitsDataModule(batch_size=8))
+    error = raised.value
+    assert (error.layer, error.phase, error.step, error.bad_count) == ("fc1", "backward", 2, 8)
+    # checked at every step, not only the logged ones, and raised before the optimizer step
+    assert trainer.global_step == 2
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in module.network.modules())
+
+
+def test_check_finite_names_the_layer_whose_output_turned_non_finite_in_a_deep_network(tmp_path):
+    def poison_fc5(pl_module, batch):
+        pl_module.network.fc5.weight[3, 2] = float("inf")
+
+    module = ManualBackpropModule(SigmoidMLP([64, 32, 32, 32, 32, 32, 32, 32, 10]))
+    trainer = _trainer(tmp_path, [AtStep(1, poison_fc5), ErrorTermLogger(every_n_steps=1, check_finite=True)],
+                       max_steps=3)
+    with pytest.raises(mbp.NonFiniteError, match=r"step 1: layer 'fc5' \(Linear\) is the first recorded layer "
+                                                 r"whose output is non-finite in the forward") as raised:
+        trainer.fit(module, DigitsDataModule(batch_size=8))
+    assert (raised.value.layer, raised.value.phase, raised.value.step) == ("fc5", "forward", 1)
+    assert raised.value.bad_count == 8  # unit 3 of every sample
+
+
+def test_check_finite_works_without_a_logger(tmp_path):
+    trainer = _trainer(tmp_path, [AtStep(0, lambda m, b: b[0].fill_(float("nan"))),
+                                  ErrorTermLogger(check_finite=True)], logger=False, default_root_dir=tmp_path)
+    with pytest.warns(UserWarning, match="no logger"), pytest.raises(mbp.NonFiniteError, match="layer 'fc1'"):
+        trainer.fit(ManualBackpropModule(), DigitsDataModule(batch_size=8))
+
+
+def test_layers_that_match_nothing_raise_before_training(tmp_path):
+    trainer = _trainer(tmp_path, [ErrorTermLogger(layers=["fc9", "fc1"])])
+    with pytest.raises(ValueError, match=r"'fc9' matches no module; the modules are .*'fc1' \(Linear\)"):
+        trainer.fit(ManualBackpropModule(), DigitsDataModule(batch_size=8))
+    assert trainer.global_step == 0
+
+
+def test_layers_by_glob_pattern(tmp_path):
+    trainer = _trainer(tmp_path, [ErrorTermLogger(every_n_steps=1, layers=["fc*", "sigmoid?"])], max_steps=1)
+    trainer.fit(ManualBackpropModule(SigmoidMLP([64, 16, 12, 10])), DigitsDataModule(batch_size=8))
+    tags = read_events(trainer.logger.log_dir).Tags()
+    assert tags["histograms"] == ["error_terms/fc1", "error_terms/sigmoid1", "error_terms/fc2", "error_terms/sigmoid2",
+                                  "error_terms/fc3"]  # in forward order
 
 
 def test_gradient_accumulation_logs_each_step_once(tmp_path):
@@ -495,6 +597,7 @@ from torch.utils.data import DataLoader, Subset, TensorDataset
 from lightning_modules import ErrorTermLogger, GradientParityCallback, ManualBackpropModule, SigmoidMLP
 
 root, devices, batch_size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+poison = sys.argv[4:] == ["poison"]  # a NaN in rank 1's batch at step 1, and check_finite on
 torch.set_num_threads(1)
 digits = load_digits()
 data = TensorDataset(torch.tensor(digits.data[:96], dtype=torch.float32) / 16, torch.tensor(digits.target[:96]))
@@ -508,12 +611,19 @@ class Shards(pl.LightningDataModule):
         return DataLoader(Subset(data, range(rank, len(data), world)), batch_size=batch_size)
 
 
+class Poison(pl.Callback):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if poison and trainer.global_rank == 1 and trainer.global_step == 1:
+            batch[0][0, 0] = float("nan")
+
+
 pl.seed_everything(0)
 module = ManualBackpropModule(SigmoidMLP([64, 16, 12, 10]))
 trainer = pl.Trainer(
     max_steps=3, accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
     logger=TensorBoardLogger(root, name="run", version=0), use_distributed_sampler=False,
-    callbacks=[ErrorTermLogger(every_n_steps=1), GradientParityCallback(every_n_steps=1, tolerance=1e-5)],
+    callbacks=[Poison(), ErrorTermLogger(every_n_steps=1, check_finite=poison),
+               GradientParityCallback(every_n_steps=1, tolerance=1e-5)],
     enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
 )
 trainer.fit(module, Shards())
@@ -559,6 +669,19 @@ def test_under_ddp_rank_zero_logs_the_error_terms_of_the_global_loss(tmp_path):
     one, two = torch.load(tmp_path / "single" / "final.pt"), torch.load(tmp_path / "ddp" / "final.pt")
     for name in one:
         torch.testing.assert_close(two[name], one[name], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_under_ddp_a_non_finite_error_term_on_one_rank_stops_every_rank(tmp_path):
+    script = tmp_path / "ddp_run.py"
+    script.write_text(DDP_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "ddp"), "2", "8", "poison"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    # both ranks raise rank 1's error (rank 0's data was finite): none is left waiting for the other
+    assert done.stderr.count("NonFiniteError: rank 1: step 1: layer 'fc1' (Linear) is the first recorded layer whose "
+                             "output is non-finite in the forward") == 2, done.stderr[-3000:]
 
 
 # -- the module and the data -----------------------------------------------------------------------
