@@ -140,7 +140,6 @@ class ErrorTermLogger(pl.Callback):
         self.check_finite = check_finite
         self._recording: manual_backprop.ErrorTerms | None = None
         self._logging = False  # whether the open recording is of a logged step
-        self._paths: list[str] = []  # the layers of the last logged step
         self._forward_order: list[str] = []
         self._order_hooks: list = []
         self._last_step: int | None = None
@@ -156,6 +155,8 @@ class ErrorTermLogger(pl.Callback):
             return
         self._enabled = True
         self._layer_cache = None
+        self._last_step = None
+        self._history, self._history_steps = {}, []  # a new run, a new heatmap
         layers, _ = self._layers_of(_model_of(pl_module))
         manual_backprop.record_error_terms(_model_of(pl_module), layers=layers)  # bad layers raise now, not mid-run
         if self._tensorboard(trainer) is not None:
@@ -266,11 +267,10 @@ class ErrorTermLogger(pl.Callback):
         deltas = _global_deltas(local, trainer.world_size)
         if not trainer.is_global_zero:
             return
-        self._paths = paths
         order = {path: i for i, path in enumerate(self._forward_order)}
-        present = sorted((p for p, d in zip(self._paths, deltas, strict=True) if d.numel()),
+        present = sorted((p for p, d in zip(paths, deltas, strict=True) if d.numel()),
                          key=lambda p: order.get(p, len(order)))
-        by_path = dict(zip(self._paths, deltas, strict=True))
+        by_path = dict(zip(paths, deltas, strict=True))
         stats = _delta_stats([by_path[p] for p in present])
         values: list[Summary.Value] = []
         if self.histograms:
@@ -314,7 +314,7 @@ class ErrorTermLogger(pl.Callback):
         if not named:
             return
         tensors = [p.grad.detach() for _, p in named] + [p.detach() for _, p in named]
-        norms = torch.stack([n.float() for n in torch._foreach_norm(tensors)]).cpu().tolist()  # one kernel per dtype
+        norms = torch.stack([torch.linalg.vector_norm(t, dtype=torch.float32) for t in tensors]).cpu().tolist()
         norms = list(zip(norms[: len(named)], norms[len(named):], strict=True))
         values = [
             Summary.Value(tag=f"update_ratio/{name}", simple_value=float(lr_of[id(p)]) * grad_norm / weight_norm)
@@ -326,7 +326,7 @@ class ErrorTermLogger(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self._recording is not None:  # the backward did not run (training_step returned None): no δ
-            self._stop(StopIteration())
+            self._stop()
 
     def on_exception(self, trainer, pl_module, exception) -> None:
         self._stop(exception)
@@ -509,11 +509,13 @@ def _put_text(canvas: Image.Image, x: int, y: int, text: str) -> None:
     canvas.paste(_INK, (x, y, x + mask.width, y + mask.height), mask)
 
 
+_ANCHORS = np.linspace(0.0, 1.0, len(_VIRIDIS))
+
+
 def _viridis(t: np.ndarray) -> np.ndarray:
     """Colours for values in [0, 1] (NaN: grey), shape (..., 3) uint8."""
-    anchors = np.linspace(0.0, 1.0, len(_VIRIDIS))
     clipped = np.clip(np.nan_to_num(t, nan=0.0), 0.0, 1.0)
-    rgb = np.stack([np.interp(clipped, anchors, _VIRIDIS[:, c]) for c in range(3)], axis=-1)
+    rgb = np.stack([np.interp(clipped, _ANCHORS, _VIRIDIS[:, c]) for c in range(3)], axis=-1)
     rgb = np.rint(rgb).astype(np.uint8)
     rgb[np.isnan(t)] = _MISSING
     return rgb
@@ -564,11 +566,16 @@ def _heatmap_image(rows: list[str], steps: list[int], table: np.ndarray) -> np.n
         if len(steps) > 1:
             x = max(left + grid_w - _text(last).width, left + _text(first).width + _MARGIN)
             _put_text(canvas, x, top + bar_h + _MARGIN, last)
-    bar = np.repeat(_viridis(np.linspace(1.0, 0.0, bar_h))[:, None, :], _BAR_WIDTH, axis=1)
-    canvas.paste(Image.fromarray(bar), (bar_left, top))
+    canvas.paste(_colour_bar(bar_h), (bar_left, top))
     _put_text(canvas, bar_left + _BAR_WIDTH + _MARGIN, top, high_text)
     _put_text(canvas, bar_left + _BAR_WIDTH + _MARGIN, top + bar_h - _LINE, low_text)
     return np.asarray(canvas)
+
+
+@functools.lru_cache(maxsize=8)
+def _colour_bar(height: int) -> Image.Image:
+    """The colour scale, largest at the top."""
+    return Image.fromarray(np.repeat(_viridis(np.linspace(1.0, 0.0, height))[:, None, :], _BAR_WIDTH, axis=1))
 
 
 def _png(image: np.ndarray) -> Summary.Image:
@@ -601,15 +608,18 @@ class GradientParityCallback(pl.Callback):
 
     ``parity/<module path>`` = max|g_manual − g_native| / max|g_native|
 
-    both maxima over every gradient entry of the layer's parameters (the largest difference, relative
-    to the layer's largest native gradient entry; per layer rather than per parameter, because a
-    gradient that is 0 in exact arithmetic, like the bias of a layer followed by BatchNorm, holds only
-    rounding noise), and warns when it exceeds ``tolerance``. g_manual is the gradient the real backward left in
-    ``.grad`` (divided by the AMP scale when a grad scaler runs); with ``accumulate_grad_batches=k``
-    the first micro-batch's, and the twin's loss is divided by k as Lightning divides the real one.
-    Under DDP the twin's gradients are averaged over the ranks, as DDP averages the real ones. The
-    twin updates only its own BatchNorm statistics; the real model, its buffers and the random
-    number stream of training are left as they were.
+    both maxima over every gradient entry of the layer's parameters: the largest difference,
+    relative to the layer's largest native gradient entry. (Per layer rather than per parameter: a
+    gradient that is 0 in exact arithmetic, like the bias of a layer followed by BatchNorm, holds
+    only rounding noise.) It warns when that exceeds ``tolerance``; the default 1e-4 suits float32
+    (the differences there are about 1e-7), reduced precision needs a larger one.
+
+    g_manual is the gradient the real backward left in ``.grad`` (divided by the AMP scale when a
+    grad scaler runs); with ``accumulate_grad_batches=k`` the first micro-batch's, and the twin's
+    loss is divided by k as Lightning divides the real one. Under DDP the twin's gradients are
+    averaged over the ranks, as DDP averages the real ones. The twin updates only its own BatchNorm
+    statistics; the real model, its buffers and the random number stream of training are left as
+    they were.
 
     Costs: one copy of the model kept for the run; on a checked step one native forward and
     backward. Needs automatic optimization (``training_step`` returning the loss). The twin's
@@ -631,6 +641,7 @@ class GradientParityCallback(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        self._last_step = None
         if not pl_module.automatic_optimization:
             raise ValueError("GradientParityCallback needs automatic optimization: with manual optimization "
                              "the training_step runs optimizer steps the twin cannot repeat")
@@ -682,6 +693,9 @@ class GradientParityCallback(pl.Callback):
                     f"gradient differs from native autograd's by {value:.3g} (relative to the layer's largest "
                     f"native entry), above the tolerance {self.tolerance:.3g}"
                 )
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._pending = None  # the backward did not run (training_step returned None): nothing to compare
 
     def _native_gradients(self, trainer, batch, batch_idx, rng) -> list[Tensor | None]:
         twin = self._twin
