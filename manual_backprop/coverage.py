@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils._pytree import tree_leaves
 
 from manual_backprop.audit import _is_manual_node, _node_name
+from manual_backprop.routing import is_routed
 
 #: module path of the model's own forward, and of the history its inputs came with
 ROOT, OUTSIDE = "(root)", "(outside)"
@@ -191,9 +192,13 @@ def coverage(model: nn.Module, *example_inputs, **example_kwargs) -> CoverageRep
     if not isinstance(model, nn.Module):
         raise TypeError(f"coverage expects a torch.nn.Module, got {type(model).__name__}")
     paths = _ModulePaths((example_inputs, example_kwargs))
+    routed = [m.forward for m in model.modules() if is_routed(m)]
+    warned_before = [set(forward.warned) for forward in routed]
     with paths.hooked(model), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".* has no hand-written backward")  # the report names them
         output = model(*example_inputs, **example_kwargs)
+    for forward, warned in zip(routed, warned_before, strict=True):
+        forward.warned.intersection_update(warned)  # silenced here, so the model's next forward still warns
     outputs = [t for t in tree_leaves(output) if isinstance(t, torch.Tensor) and t.is_floating_point()]
     outputs = [t for t in outputs if t.grad_fn is not None]
     if not outputs:

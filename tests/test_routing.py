@@ -188,6 +188,10 @@ def test_an_operation_without_a_rule_stays_native_warns_once_and_coverage_names_
         "CumprodBackward0. manual_backprop.coverage(model, *inputs) lists every such call; convert(strict=True) "
         "makes it an error.",
     ]
+    fresh = mbp.convert(Upsampler().double())
+    mbp.coverage(fresh, x)
+    with pytest.warns(UserWarning, match="interpolate has no hand-written backward"):
+        fresh(x)  # coverage() reported it without warning; the model's own first forward still warns
     report = mbp.coverage(model, x)
     assert [(op, path) for op, path, _ in report.native] == [
         ("CumprodBackward0", "inner.0"), ("UpsampleNearest1DBackward0", "inner.0")]
