@@ -33,6 +33,7 @@ from tensorboard.compat.proto.summary_pb2 import HistogramProto, Summary
 from torch import Tensor, nn
 
 import manual_backprop
+from manual_backprop import routing
 
 ROOT_TAG = "(root)"  # how the root module (a network that is a single layer) is named in tags
 HEATMAP_TAG = "error_terms_heatmap"
@@ -157,8 +158,6 @@ class ErrorTermLogger(pl.Callback):
         self._layer_cache = None
         self._last_step = None
         self._history, self._history_steps = {}, []  # a new run, a new heatmap
-        layers, _ = self._layers_of(_model_of(pl_module))
-        manual_backprop.record_error_terms(_model_of(pl_module), layers=layers)  # bad layers raise now, not mid-run
         if self._tensorboard(trainer) is not None:
             return
         real_loggers = _real_loggers(trainer)
@@ -187,6 +186,15 @@ class ErrorTermLogger(pl.Callback):
         return self._layer_cache[1], self._layer_cache[2]
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # After the module's setup, which converts its network: bad layers raise now, not mid-run.
+        model = _model_of(pl_module)
+        if self._enabled and not any(manual_backprop.is_manual(m) or routing.is_routed(m) for m in model.modules()):
+            rank_zero_warn("ErrorTermLogger: the model is native (not converted, e.g. manual=False), "
+                           "so it has no hand-written error terms to log")
+            self._enabled = False
+        if self._enabled:
+            layers, _ = self._layers_of(model)
+            manual_backprop.record_error_terms(model, layers=layers)
         if not (self._enabled and self.custom_scalars and trainer.is_global_zero):
             return
         logger = self._tensorboard(trainer)

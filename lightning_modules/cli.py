@@ -4,40 +4,108 @@
 backprop, logs the error terms (``ErrorTermLogger``: histograms, scalars, a custom-scalars chart, a
 heatmap, update ratios) and the gradient parity with native autograd (``GradientParityCallback``)
 to TensorBoard under ``lightning_logs/``, and prints the validation accuracy and the
-``tensorboard`` command to look at the run. Both callbacks are set with ``--error_terms.*`` and
-``--gradient_parity.*``. Every LightningCLI flag works (``--trainer.max_steps``,
-``--print_config``, ``-c config.yaml``, ...).
+``tensorboard`` command to look at the run.
+
+Everything is chosen by flags or a config file (``-c configs/<name>.yaml``):
+
+- ``--model.network``: any ``nn.Module`` by class path, with ``--model.network.<init arg>``;
+- ``--model.loss``, ``--model.optimizer`` (a ``torch.optim`` class and its arguments),
+  ``--model.lr_scheduler`` (a ``torch.optim.lr_scheduler`` class and its arguments);
+- ``--data``: any LightningDataModule by class path (default the digits);
+- ``--error_terms.*`` and ``--gradient_parity.*``: the two callbacks;
+- every LightningCLI flag (``--trainer.max_steps``, ``--trainer.strategy=ddp``,
+  ``--trainer.precision=bf16-mixed``, ``--ckpt_path``, ``--print_config``, ...).
+
+A name that does not resolve (a model class path, a loss, an optimizer, a scheduler, a datamodule)
+is reported with the valid choices.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
+import sys
 import warnings
 
-from jsonargparse import lazy_instance
+import pytorch_lightning as pl
+import torch
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import TensorBoardLogger
 
+import lightning_modules
 from lightning_modules.callbacks import ErrorTermLogger, GradientParityCallback
-from lightning_modules.data import DigitsDataModule
-from lightning_modules.models import SigmoidMLP
-from lightning_modules.module import ManualBackpropModule
+from lightning_modules.module import LOSSES, ManualBackpropModule
+
+
+def _names(base: type, module) -> list[str]:
+    return sorted(name for name, cls in vars(module).items()
+                  if inspect.isclass(cls) and issubclass(cls, base) and cls is not base and not name.startswith("_"))
+
+
+def _choices(key: str) -> str | None:
+    """The valid choices for the argument ``key`` (e.g. ``"model.optimizer"``), as one line."""
+    if key == "model.network":
+        models = _names(torch.nn.Module, lightning_modules.models)
+        return (f"the project's models: {', '.join(f'lightning_modules.{m}' for m in models)}; or the import path "
+                "of any torch.nn.Module subclass (e.g. torch.nn.Linear, mypackage.MyNet) with its init_args")
+    if key == "model.loss":
+        return f"the losses: {', '.join(sorted(LOSSES))}; or the import path of a loss module (e.g. torch.nn.L1Loss)"
+    if key == "model.optimizer":
+        classes = _names(torch.optim.Optimizer, torch.optim)
+        return (f"the optimizers: {', '.join(classes)} (torch.optim; a short name works: --model.optimizer=Adam "
+                "--model.optimizer.lr=0.01), or the import path of a torch.optim.Optimizer subclass")
+    if key == "model.lr_scheduler":
+        classes = _names(torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler)
+        return (f"the schedulers: {', '.join(classes)} (torch.optim.lr_scheduler), or the "
+                "import path of a scheduler class")
+    if key == "data":
+        datamodules = _names(pl.LightningDataModule, lightning_modules.data)
+        return (f"the datamodules: {', '.join(f'lightning_modules.{d}' for d in datamodules)}; or the import path "
+                "of any LightningDataModule")
+    return None
+
+
+class _Parser(LightningArgumentParser):
+    """LightningCLI's parser, whose errors about a name that does not resolve list the valid choices."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        match = re.search(r'Parser key "(?:\w+\.)?(model\.network|model\.loss|model\.optimizer|model\.lr_scheduler|'
+                          r'data)[".]', message)
+        choices = _choices(match.group(1)) if match else None
+        if choices:
+            message = f"{message.rstrip()}\n\n  Valid choices for --{match.group(1)}: {choices}\n"
+        super().error(message, ex)
 
 
 class ManualBackpropCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ErrorTermLogger, "error_terms")
         parser.add_lightning_class_args(GradientParityCallback, "gradient_parity")
-        parser.set_defaults({"model.network": lazy_instance(SigmoidMLP)})
+        parser.set_defaults({
+            "model.network": {"class_path": "lightning_modules.SigmoidMLP"},
+            "model.optimizer": {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.5, "momentum": 0.9}},
+            "data": {"class_path": "lightning_modules.DigitsDataModule"},
+        })
+
+    def instantiate_classes(self) -> None:
+        """Our own checks of names and values (an unknown loss, a bad split) read as parser errors."""
+        try:
+            super().instantiate_classes()
+        except (ValueError, TypeError, FileNotFoundError) as error:
+            self.parser.error(f"{type(error).__name__}: {error}")
 
     def after_fit(self) -> None:
         results = self.trainer.validate(self.model, datamodule=self.datamodule, verbose=False)
         if not self.trainer.is_global_zero:
             return
-        if results and "val_acc" in results[0]:
+        metric = next((name for name in ("val_acc", "val_mae") if results and name in results[0]), None)
+        if metric == "val_acc":
             print(f"\nvalidation accuracy: {results[0]['val_acc']:.1%}")
+        elif metric == "val_mae":
+            print(f"\nvalidation mean absolute error: {results[0]['val_mae']:.4g}")
         else:
-            print("\nno validation accuracy: validation did not run (limit_val_batches=0?)")
+            print("\nno validation metric: validation did not run (limit_val_batches=0?)")
         for logger in self.trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 print(f"look at the error terms: tensorboard --logdir {os.path.relpath(logger.root_dir)}")
@@ -49,8 +117,15 @@ def main(args: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", message=".*The number of training batches.*")
     ManualBackpropCLI(
         ManualBackpropModule,
-        DigitsDataModule,
+        pl.LightningDataModule,
+        subclass_mode_data=True,
+        parser_class=_Parser,
         seed_everything_default=0,
         trainer_defaults={"max_epochs": 10, "enable_model_summary": False},
+        auto_configure_optimizers=False,  # the optimizer and scheduler are the model's: --model.optimizer=...
         args=args,
     )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(sys.argv[1:])

@@ -44,7 +44,7 @@ def test_callback_flags_reach_the_callbacks(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(
     ("flags", "expected"),
-    [(["--trainer.limit_val_batches=0"], "no validation accuracy: validation did not run"),
+    [(["--trainer.limit_val_batches=0"], "no validation metric: validation did not run"),
      (["--trainer.fast_dev_run=true"], "validation accuracy:")],
 )
 def test_common_trainer_flags_finish_cleanly(tmp_path, capsys, monkeypatch, flags, expected):
@@ -56,18 +56,18 @@ def test_common_trainer_flags_finish_cleanly(tmp_path, capsys, monkeypatch, flag
 def test_print_config_round_trips(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as done:
-        main(["fit", "--print_config", "--model.lr=0.25"])
+        main(["fit", "--print_config", "--model.optimizer.lr=0.25"])
     assert done.value.code == 0
     printed = capsys.readouterr().out
     config = yaml.safe_load(printed)
     assert config["model"]["network"]["class_path"].endswith("SigmoidMLP")
-    assert config["model"]["lr"] == 0.25 and config["error_terms"]["every_n_steps"] == 50
+    assert config["model"]["optimizer"]["init_args"]["lr"] == 0.25 and config["error_terms"]["every_n_steps"] == 50
     assert config["error_terms"]["heatmap"] is True and config["error_terms"]["check_finite"] is False
     assert config["gradient_parity"] == {"every_n_steps": 50, "tolerance": 1e-4}
     (tmp_path / "config.yaml").write_text(printed)
     main(["fit", "-c", "config.yaml", *FAST])
     saved = yaml.safe_load((tmp_path / "lightning_logs" / "version_0" / "config.yaml").read_text())
-    assert saved["model"]["lr"] == 0.25
+    assert saved["model"]["optimizer"]["init_args"]["lr"] == 0.25
 
 
 def test_unknown_loss_lists_the_choices(capsys):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import warnings
 from collections import OrderedDict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -106,7 +107,7 @@ def logged_run(tmp_path_factory):
     """One short run with every kind of output on, and the δ recorded independently at every step."""
     tmp_path = tmp_path_factory.mktemp("logged")
     pl.seed_everything(0)
-    module = ManualBackpropModule(SigmoidMLP([64, 16, 12, 10]), momentum=0.0)
+    module = ManualBackpropModule(SigmoidMLP([64, 16, 12, 10]), optimizer=partial(torch.optim.SGD, lr=0.5))
     spy, steps = DeltaSpy([path for path, _ in LAYERS]), StepSpy()
     trainer = _trainer(tmp_path, [spy, steps, ErrorTermLogger(every_n_steps=2)], max_steps=5)
     trainer.fit(module, DigitsDataModule(batch_size=8))
@@ -174,7 +175,7 @@ def test_ratio_is_rms_of_a_layer_over_rms_of_the_next(logged_run):
 def test_update_ratio_is_the_plain_sgd_step_over_the_weights(logged_run):
     """With SGD without momentum the step is Δw = −η·∂C/∂w: the logged ratio is ‖Δw‖ / ‖w‖."""
     module, _, steps, events = logged_run
-    lr = module.hparams.lr
+    lr = module.trainer.optimizers[0].param_groups[0]["lr"]
     for step in (0, 2, 4):
         for name, (w, grad) in steps.before[step].items():
             logged = _scalars(events, f"update_ratio/{name}")[step]
@@ -185,7 +186,7 @@ def test_update_ratio_is_the_plain_sgd_step_over_the_weights(logged_run):
 
 def test_update_ratio_with_adam_is_still_lr_times_gradient_norm_over_weight_norm(tmp_path):
     pl.seed_everything(0)
-    module = ManualBackpropModule(SigmoidMLP([64, 8, 10]), optimizer="adam", lr=0.01)
+    module = ManualBackpropModule(SigmoidMLP([64, 8, 10]), optimizer=partial(torch.optim.Adam, lr=0.01))
     steps = StepSpy()
     trainer = _trainer(tmp_path, [steps, ErrorTermLogger(every_n_steps=1, histograms=False, heatmap=False)],
                        max_steps=2)
@@ -297,7 +298,8 @@ def test_zero_share_counts_the_dead_units_of_a_relu_layer(tmp_path):
         network.fc1.bias[:3] = -100.0  # three units never switch on: their δ is exactly 0
     spy = DeltaSpy(["fc1", "fc2"])
     trainer = _trainer(tmp_path, [spy, ErrorTermLogger(every_n_steps=1)], max_steps=2)
-    trainer.fit(ManualBackpropModule(network, lr=0.01), DigitsDataModule(batch_size=8))
+    module = ManualBackpropModule(network, optimizer=partial(torch.optim.SGD, lr=0.01, momentum=0.9))
+    trainer.fit(module, DigitsDataModule(batch_size=8))
     events = read_events(trainer.logger.log_dir)
     for step in (0, 1):
         delta = spy.deltas[step]["fc1"]
@@ -366,7 +368,7 @@ def _zero_unit(pl_module, batch):  # fc1's unit 0 outputs exactly 0 for every sa
 def test_check_finite_names_the_layer_whose_delta_turned_non_finite_in_backward(tmp_path):
     network = nn.Sequential(OrderedDict(fc1=nn.Linear(64, 8), root=SqrtAbs(), fc2=nn.Linear(8, 8), act=nn.Tanh(),
                                         fc3=nn.Linear(8, 10)))
-    module = ManualBackpropModule(network, lr=0.01)
+    module = ManualBackpropModule(network, optimizer=partial(torch.optim.SGD, lr=0.01, momentum=0.9))
     trainer = _trainer(tmp_path, [AtStep(2, _zero_unit), ErrorTermLogger(every_n_steps=50, check_finite=True)],
                        max_steps=4)
     with pytest.raises(mbp.NonFiniteError, match=r"step 2: layer 'fc1' \(Linear\) is the first layer in backward "
@@ -457,7 +459,9 @@ def test_fast_dev_run_warns_once_and_does_not_crash(tmp_path):
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 def test_training_uses_the_hand_written_backward():
-    module = ManualBackpropModule(SigmoidMLP([64, 8, 10]), loss="mse", optimizer="adam", lr=0.01)
+    module = ManualBackpropModule(SigmoidMLP([64, 8, 10]), loss="mse", optimizer=partial(torch.optim.Adam, lr=0.01))
+    assert not any(mbp.is_manual(m) for m in module.network.children())  # the network is converted at setup
+    module.setup("fit")
     assert all(mbp.is_manual(m) for m in module.network.children())
     x, y = torch.rand(4, 64), torch.tensor([1, 2, 3, 4])
     audit = mbp.audit_backward(module.training_step((x, y), 0))
@@ -541,7 +545,7 @@ class DropoutBatchNormNet(nn.Sequential):
 
 def _fit_dropout_batchnorm(tmp_path, callbacks):
     pl.seed_everything(0)
-    module = ManualBackpropModule(DropoutBatchNormNet(), lr=0.1)
+    module = ManualBackpropModule(DropoutBatchNormNet(), optimizer=partial(torch.optim.SGD, lr=0.1, momentum=0.9))
     trainer = _trainer(tmp_path, callbacks, max_steps=4)
     trainer.fit(module, DigitsDataModule(batch_size=16))
     return module, trainer
@@ -687,8 +691,11 @@ def test_under_ddp_a_non_finite_error_term_on_one_rank_stops_every_rank(tmp_path
 # -- the module and the data -----------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"loss": "hinge"}, r"unknown loss 'hinge'; choose one of \['cross_entropy', 'mse'\]"),
-     ({"optimizer": "lbfgs"}, r"unknown optimizer 'lbfgs'; choose one of \['adam', 'sgd'\]")],
+    [({"loss": "hinge"}, r"unknown loss 'hinge'; choose one of \['bce', 'bce_with_logits', 'cross_entropy', 'huber', "
+                         r"'l1', 'mse', 'nll', 'smooth_l1'\] or pass a loss module"),
+     ({"optimizer": "lbfgsx"}, r"unknown optimizer 'lbfgsx'; choose one of \['adadelta', .*'sgd', 'sparseadam'\]"),
+     ({"task": "ranking"}, r"unknown task 'ranking'; choose one of \['classification', 'regression'\]"),
+     ({"num_classes": 1}, r"num_classes must be at least 2, got 1")],
 )
 def test_unknown_names_list_the_choices(kwargs, message):
     with pytest.raises(ValueError, match=message):
