@@ -234,8 +234,13 @@ class ErrorTermLogger(pl.Callback):
             self._forward_order = []
             for path, module in modules:
                 self._order_hooks.append(module.register_forward_hook(self._note_call(path)))
+        # With 16-mixed precision the loss is multiplied by the grad scaler's factor before backward,
+        # and so is every δ: divide it out, as the scaler does for the gradients before the step.
+        scaler = getattr(trainer.precision_plugin, "scaler", None)
+        loss_scale = float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else 1.0
         self._recording = manual_backprop.record_error_terms(
-            model, layers=layers, check_finite=self.check_finite, step=step, scale=1.0 / trainer.world_size,
+            model, layers=layers, check_finite=self.check_finite, step=step,
+            scale=1.0 / (trainer.world_size * loss_scale),
         ).__enter__()
 
     def _note_call(self, path: str):
