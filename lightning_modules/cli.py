@@ -111,8 +111,19 @@ class ManualBackpropCLI(LightningCLI):
                 print(f"look at the error terms: tensorboard --logdir {os.path.relpath(logger.root_dir)}")
 
 
+#: Subcommands that teach rather than train; they live in ``lightning_modules/teaching_cli.py``.
+TEACHING_COMMANDS = ("explain", "graph")
+
+
 def main(args: list[str] | None = None) -> None:
-    """Entry point of the ``manual-backprop`` console script."""
+    """Entry point of the ``manual-backprop`` console script: ``fit`` (and LightningCLI's other
+    subcommands), or one of :data:`TEACHING_COMMANDS`."""
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv and argv[0] in TEACHING_COMMANDS:
+        from lightning_modules.teaching_cli import main as teaching_main
+
+        teaching_main(argv)
+        return
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*The number of training batches.*")
     ManualBackpropCLI(
