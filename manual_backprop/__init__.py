@@ -10,12 +10,14 @@ from manual_backprop import functional, nn
 from manual_backprop.audit import BackwardAudit, audit_backward
 from manual_backprop.convert import convert, is_manual, restore
 from manual_backprop.coverage import CoverageReport, coverage
+from manual_backprop.delta_rule import DeltaRuleStep, delta_rule_step
 from manual_backprop.errors import (
     LayerInputError,
     NonFiniteError,
     UnsupportedModuleError,
     UnsupportedOperationError,
 )
+from manual_backprop.explain import WeightTrace, explain
 from manual_backprop.nn import SUPPORTED_MODULES
 from manual_backprop.recording import (
     ErrorTerms,
@@ -31,17 +33,21 @@ __all__ = [
     "SUPPORTED_MODULES",
     "BackwardAudit",
     "CoverageReport",
+    "DeltaRuleStep",
     "ErrorTerms",
     "LayerInputError",
     "NonFiniteError",
     "PerSampleErrorTerms",
     "UnsupportedModuleError",
     "UnsupportedOperationError",
+    "WeightTrace",
     "__version__",
     "audit_backward",
     "checkpoint_context",
     "convert",
     "coverage",
+    "delta_rule_step",
+    "explain",
     "functional",
     "is_manual",
     "nn",
