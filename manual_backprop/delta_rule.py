@@ -124,6 +124,7 @@ def delta_rule_step(network: nn.Module, inputs, targets, lr: float) -> DeltaRule
                 error_above, weight_above = above
                 errors[path] = o * (1 - o) * (error_above @ weight_above)  # O_j(1 − O_j) · Σ_k Error_k · w_jk
             above = errors[path], linear.weight
+        errors = {path: errors[path] for path, _ in layers}  # in the network's order, like outputs
 
         o_prev = x
         for path, linear in layers:  # every Error_j is known: now the weights may change
