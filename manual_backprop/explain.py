@@ -506,11 +506,12 @@ def _gradient_from(model: nn.Module, manual: bool, weight: str, x: Tensor, y: Te
         p.grad = None
         p.requires_grad_(True)
     param = dict(twin.named_parameters())[weight]
-    out = twin(x)
-    if manual:
-        rule.manual(out, y).backward()
-        return param.grad
-    return torch.autograd.grad(rule.native(out, y), param)[0]
+    with torch.enable_grad():  # explain may be called under torch.no_grad()
+        out = twin(x)
+        if manual:
+            rule.manual(out, y).backward()
+            return param.grad
+        return torch.autograd.grad(rule.native(out, y), param)[0]
 
 
 def explain(model: nn.Module, inputs, targets, loss: str | nn.Module = "mse", *, weight: str,

@@ -2,6 +2,8 @@
 
 import copy
 import itertools
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -139,3 +141,13 @@ def test_bad_inputs_targets_and_rate():
         mbp.delta_rule_step(net, [[1.0, 0.0, 1.0]], [[1.0]], lr=0.1)
     with pytest.raises(TypeError, match="lr"):
         mbp.delta_rule_step(net, [[1.0, 0.0, 1.0]], [[1.0, 0.0]], lr="fast")
+
+
+def test_the_table_in_docs_teaching_is_what_delta_rule_step_prints():
+    page = (Path(__file__).resolve().parents[1] / "docs" / "teaching.md").read_text()
+    shown = re.search(r"```text\n(delta rule step.+?)```", page, re.S).group(1)
+    net = nn.Sequential(nn.Linear(3, 2), nn.Sigmoid(), nn.Linear(2, 1), nn.Sigmoid()).to(DT)
+    book = {"0.weight": [[0.2, 0.4, -0.5], [-0.3, 0.1, 0.2]], "0.bias": [-0.4, 0.2], "2.weight": [[-0.3, -0.2]],
+            "2.bias": [0.1]}
+    net.load_state_dict({name: torch.tensor(value, dtype=DT) for name, value in book.items()})
+    assert str(mbp.delta_rule_step(net, [1.0, 0.0, 1.0], [1.0], lr=0.9)) + "\n" == shown

@@ -4,8 +4,12 @@ The reference gradients here come from torch's own autograd on a native copy of 
 torch's own losses; the trace computes its numbers by plain arithmetic.
 """
 
+import contextlib
 import copy
+import io
 import itertools
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -243,6 +247,13 @@ def test_the_model_is_left_as_it_was():
     assert mbp.is_manual(model[0]) and all(p.grad is None for p in model.parameters())
 
 
+def test_under_no_grad_too():
+    model = nn.Sequential(nn.Linear(2, 2), nn.Tanh(), nn.Linear(2, 1)).to(DT)
+    with torch.no_grad():
+        trace = mbp.explain(model, [1.0, -1.0], [0.5], weight="0.weight", index=(1, 0))
+    assert trace.agrees and trace.manual_grad != 0
+
+
 def test_float32_agrees_within_its_precision():
     model = nn.Sequential(nn.Linear(4, 3), nn.GELU(), nn.Linear(3, 2), nn.Softplus())
     trace = mbp.explain(model, torch.randn(6, 4), torch.randn(6, 2), weight="0.weight", index=(0, 3))
@@ -330,3 +341,15 @@ def test_bad_loss_targets_or_inputs(kwargs, says):
     with pytest.raises(ValueError) as err:
         mbp.explain(small(), args.pop("inputs"), args.pop("targets"), weight="0.weight", index=(0, 0), **args)
     assert says in str(err.value)
+
+
+def test_the_example_in_docs_teaching_prints_what_the_page_shows():
+    """docs/teaching.md pastes explain()'s output for Han & Kamber's w14: it must stay what explain prints."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "teaching.md").read_text()
+    section = page.split("## Every number for one weight", 1)[1]
+    code = re.search(r"```python\n(.+?)```", section, re.S).group(1)
+    shown = re.search(r"```text\n(.+?)```", section, re.S).group(1)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(code, {})
+    assert printed.getvalue() == shown
