@@ -700,19 +700,3 @@ def test_under_ddp_a_non_finite_error_term_on_one_rank_stops_every_rank(tmp_path
 def test_unknown_names_list_the_choices(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ManualBackpropModule(**kwargs)
-
-
-def test_digits_split_is_seeded_and_complete():
-    a, b = DigitsDataModule(seed=3), DigitsDataModule(seed=3)
-    a.setup("fit")
-    b.setup("fit")
-    assert len(a.train_set) + len(a.val_set) == 1797 and len(a.val_set) == 359
-    assert a.val_set.indices == b.val_set.indices
-    x, y = a.train_set[0]
-    assert x.shape == (64,) and 0 <= x.min() and x.max() <= 1 and 0 <= y < 10
-
-
-@pytest.mark.parametrize("kwargs", [{"val_fraction": 1.5}, {"batch_size": 0}])
-def test_digits_rejects_bad_settings(kwargs):
-    with pytest.raises(ValueError, match="DigitsDataModule"):
-        DigitsDataModule(**kwargs)
