@@ -135,6 +135,18 @@ class ManualBackpropModule(pl.LightningModule):
         self.task, self.num_classes = task, num_classes
         self.val_metric: torchmetrics.Metric | None = None
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Keep the config of a checkpoint written under LightningCLI in the hyper-parameters.
+
+        ``load_from_checkpoint`` rebuilds such a module from the saved config (class paths and init
+        args of the network, optimizer and scheduler), but the objects it passes are no plain values,
+        so :meth:`__init__` would leave them out and the next checkpoint could not be rebuilt.
+        """
+        saved = checkpoint.get(self.CHECKPOINT_HYPER_PARAMS_KEY) or {}
+        for key in ("network", "loss", "optimizer", "lr_scheduler", "_instantiator"):
+            if key not in self.hparams and key in saved and isinstance(saved[key], dict | str | type(None)):
+                self.hparams[key] = saved[key]
+
     # -- setup: convert, choose the metric -------------------------------------------------------------
     def setup(self, stage: str) -> None:
         """Convert the network and the loss (or make them native with ``manual=False``); pick the metric."""
