@@ -60,7 +60,7 @@ def _choices(key: str) -> str | None:
         return (f"the schedulers: {', '.join(classes)} (torch.optim.lr_scheduler), or the "
                 "import path of a scheduler class")
     if key == "data":
-        datamodules = _names(pl.LightningDataModule, lightning_modules.data)
+        datamodules = [d for d in _names(pl.LightningDataModule, lightning_modules.data) if d != "SplitDataModule"]
         return (f"the datamodules: {', '.join(f'lightning_modules.{d}' for d in datamodules)}; or the import path "
                 "of any LightningDataModule")
     return None
