@@ -18,6 +18,7 @@ from manual_backprop.errors import (
     UnsupportedOperationError,
 )
 from manual_backprop.explain import WeightTrace, explain
+from manual_backprop.graph import BackwardTree, backward_tree, model_backward_tree
 from manual_backprop.nn import SUPPORTED_MODULES
 from manual_backprop.recording import (
     ErrorTerms,
@@ -26,12 +27,21 @@ from manual_backprop.recording import (
     record_error_terms,
 )
 from manual_backprop.routing import checkpoint_context
+from manual_backprop.worked_example import (
+    WORKED_EXAMPLES,
+    WorkedExample,
+    WorkedExampleError,
+    WorkedStep,
+    load_worked_example,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SUPPORTED_MODULES",
+    "WORKED_EXAMPLES",
     "BackwardAudit",
+    "BackwardTree",
     "CoverageReport",
     "DeltaRuleStep",
     "ErrorTerms",
@@ -41,8 +51,12 @@ __all__ = [
     "UnsupportedModuleError",
     "UnsupportedOperationError",
     "WeightTrace",
+    "WorkedExample",
+    "WorkedExampleError",
+    "WorkedStep",
     "__version__",
     "audit_backward",
+    "backward_tree",
     "checkpoint_context",
     "convert",
     "coverage",
@@ -50,6 +64,8 @@ __all__ = [
     "explain",
     "functional",
     "is_manual",
+    "load_worked_example",
+    "model_backward_tree",
     "nn",
     "per_sample_error_terms",
     "record_error_terms",
