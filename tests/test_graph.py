@@ -2,6 +2,7 @@
 
 import re
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -190,3 +191,25 @@ def test_graph_bad_input_says_what_is_wrong(args, expected, capsys):
         main(["graph", *args])
     assert done.value.code == 2
     assert expected in " ".join(capsys.readouterr().err.split())
+
+
+def test_graph_reads_what_fit_print_config_prints(tmp_path, capsys):
+    from lightning_modules.cli import main as cli_main
+
+    with pytest.raises(SystemExit):
+        cli_main(["fit", "--print_config", "--model.network=lightning_modules.MLP",
+                  "--model.network.sizes=[64, 5, 10]", "--model.network.activation=relu"])
+    (tmp_path / "config.yaml").write_text(capsys.readouterr().out)
+    main(["graph", "-c", str(tmp_path / "config.yaml")])
+    out = capsys.readouterr().out
+    assert "sizes=[64, 5, 10]" in out and "ReLUBackward" in out and "fc1.weight (5, 64)" in out
+
+
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
+def test_graph_of_every_shipped_config(config, capsys):
+    main(["graph", "-c", str(config)])
+    first_lines = capsys.readouterr().out.splitlines()[:2]
+    assert ", 0 native," in first_lines[1], first_lines
