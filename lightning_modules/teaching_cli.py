@@ -193,7 +193,13 @@ def _loss(value: Any, parser: argparse.ArgumentParser) -> nn.Module:
     if "." not in path:
         parser.error(f"unknown loss {path!r}; choose one of {', '.join(sorted(LOSSES))}, or give the class path of "
                      "a loss module (e.g. torch.nn.L1Loss)")
-    loss = _import_class(path, parser, "loss")(**init_args)
+    cls = _import_class(path, parser, "loss")
+    try:
+        loss = cls(**init_args)
+    except (TypeError, ValueError) as error:
+        parser.error(f"loss: {path}(**{init_args}) failed: {error}")
+    if not isinstance(loss, nn.Module):
+        parser.error(f"loss: {path} is not a torch.nn.Module")
     return manual_backprop.convert(loss)
 
 

@@ -43,6 +43,7 @@ The file (YAML or JSON)::
       loss: 0.298                           # C before the step
       loss_at_step: {10000: 0.0000351}      # C in the forward pass of step n (the weights after n − 1 steps)
       note: the book rounds to 3 decimals   # shown under the comparison
+      label: book                           # the published columns' heading (default "published")
 """
 
 from __future__ import annotations
@@ -540,7 +541,7 @@ class WorkedStep:
     losses: dict[int, float]
     """C in the forward pass of step n (n = 1: the starting weights)"""
     loss_after: float
-    """C with the weights after the last step"""
+    """C with the weights after the last step (same input)"""
     final_output: Tensor
     autograd: _Autograd | None = None
 
@@ -687,8 +688,8 @@ class WorkedStep:
             "title": ex.title, "source": ex.source, "sizes": ex.sizes, "activations": ex.activations,
             "loss_function": LOSSES[ex.loss][2], "learning_rate": ex.learning_rate,
             "update_biases": ex.update_biases, "inputs": ex.inputs.tolist(), "targets": ex.targets.tolist(),
-            "loss": self.losses[1], "loss_after": self.loss_after if len(self.losses) == 1 else None,
-            "losses": {str(n): c for n, c in self.losses.items()}, "final_loss": self.loss_after,
+            "loss": self.losses[1], "losses": {str(n): c for n, c in self.losses.items()},
+            "loss_after": self.loss_after,
             "final_output": self.final_output.tolist(), "forward": self.forward_rows(),
             "error_terms": self.error_rows(), "updates": self.update_rows(), "published": self.comparisons(),
         }
