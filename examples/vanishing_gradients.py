@@ -1,6 +1,6 @@
 """Vanishing gradients, shown: δ shrinks layer by layer in a deep sigmoid network, and not in a ReLU one.
 
-    python examples/vanishing_gradients.py               # 8 hidden layers of 32 units, 5 epochs each
+    python examples/vanishing_gradients.py               # 8 hidden layers of 32 units, 10 epochs each
     python examples/vanishing_gradients.py --small       # a few steps: seconds
     tensorboard --logdir runs/vanishing_gradients        # runs "sigmoid" and "relu", side by side
 
@@ -117,9 +117,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--depth", type=int, default=8, help="hidden layers (default 8)")
     parser.add_argument("--width", type=int, default=32, help="units per hidden layer (default 32)")
-    parser.add_argument("--epochs", type=int, default=5, help="training epochs per network (default 5)")
+    parser.add_argument("--epochs", type=int, default=10, help="training epochs per network (default 10)")
     parser.add_argument("--max_steps", type=int, default=-1, help="stop after this many steps (default: no limit)")
-    parser.add_argument("--lr", type=float, default=0.05, help="SGD learning rate η, momentum 0.9 (default 0.05)")
+    parser.add_argument("--lr", type=float, default=0.02, help="SGD learning rate η, momentum 0.9 (default 0.02)")
     parser.add_argument("--every_n_steps", type=int, default=10, help="log the error terms every n steps")
     parser.add_argument("--logdir", default="runs/vanishing_gradients", help="the TensorBoard logdir")
     parser.add_argument("--seed", type=int, default=0)
