@@ -186,6 +186,20 @@ def test_text_and_markdown_show_the_numbers():
     assert trace.to_text(digits=8).count(f"{trace.new:.8g}") == 1
 
 
+def test_markdown_goes_into_tensorboard_text_and_reads_back(tmp_path):
+    """``to_markdown()`` as a TensorBoard text summary, read back with TensorBoard's own reader."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from tb import read_events
+
+    trace = mbp.explain(han_kamber(), [1.0, 0.0, 1.0], [1.0], loss="half_sse", weight="2.weight", index=(0, 0),
+                        lr=0.9)
+    with SummaryWriter(str(tmp_path)) as writer:
+        writer.add_text("explain/w46", trace.to_markdown(), global_step=0)
+    (event,) = read_events(tmp_path).Tensors("explain/w46/text_summary")
+    assert event.tensor_proto.string_val[0].decode() == trace.to_markdown()
+
+
 def test_many_samples_show_the_first_few_then_the_sum():
     model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 1)).to(DT)
     trace = mbp.explain(model, torch.randn(9, 2, dtype=DT), torch.randn(9, 1, dtype=DT), weight="2.weight",
