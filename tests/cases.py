@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 import manual_backprop.functional as MF
 from manual_backprop.recording import Probe
@@ -189,3 +190,14 @@ def native_model(activation: str) -> torch.nn.Sequential:
     return torch.nn.Sequential(
         torch.nn.Linear(5, 4), ACTIVATIONS[activation](), torch.nn.Linear(4, 3), ACTIVATIONS[activation]()
     ).to(DT)
+
+
+def han_kamber():
+    """Han & Kamber's 3-2-1 sigmoid network (see test_han_kamber.py): x = (1, 0, 1), T = 1, η = 0.9."""
+    net = nn.Sequential(nn.Linear(3, 2), nn.Sigmoid(), nn.Linear(2, 1), nn.Sigmoid()).to(DT)
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[0.2, 0.4, -0.5], [-0.3, 0.1, 0.2]], dtype=DT))
+        net[0].bias.copy_(torch.tensor([-0.4, 0.2], dtype=DT))
+        net[2].weight.copy_(torch.tensor([[-0.3, -0.2]], dtype=DT))
+        net[2].bias.copy_(torch.tensor([0.1], dtype=DT))
+    return net

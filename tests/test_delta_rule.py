@@ -13,7 +13,7 @@ from torch import nn
 
 import manual_backprop as mbp
 
-from cases import DT
+from cases import DT, han_kamber
 
 
 @st.composite
@@ -96,12 +96,7 @@ def test_error_is_minus_delta_and_o_is_the_sigmoid_output(net, n):
 
 def test_han_kamber_book_values():
     """Tables 9.2 and 9.3 of Han & Kamber (see test_han_kamber.py), in the book's own notation."""
-    net = nn.Sequential(nn.Linear(3, 2), nn.Sigmoid(), nn.Linear(2, 1), nn.Sigmoid()).to(DT)
-    with torch.no_grad():
-        net[0].weight.copy_(torch.tensor([[0.2, 0.4, -0.5], [-0.3, 0.1, 0.2]], dtype=DT))
-        net[0].bias.copy_(torch.tensor([-0.4, 0.2], dtype=DT))
-        net[2].weight.copy_(torch.tensor([[-0.3, -0.2]], dtype=DT))
-        net[2].bias.copy_(torch.tensor([0.1], dtype=DT))
+    net = han_kamber()
     step = mbp.delta_rule_step(net, [1.0, 0.0, 1.0], [1.0], lr=0.9)
     o4, o5 = step.outputs["0"][0].tolist()
     (o6,) = step.outputs["2"][0].tolist()

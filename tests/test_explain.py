@@ -20,7 +20,7 @@ from torch import nn
 
 import manual_backprop as mbp
 
-from cases import DT
+from cases import DT, han_kamber
 
 #: activations a random network draws from (a factory each). CELU's α is one float32 holds exactly:
 #: torch's native CELU backward computes 1/α as a float32 (derivatives.yaml: 1.0/alpha.toFloat()), so
@@ -121,17 +121,6 @@ def test_every_factor_multiplies_to_autograds_gradient(model, loss, n, lr, data)
     optimizer.step()
     assert trace.old == params[weight][index].item()
     assert abs(trace.new - dict(twin.named_parameters())[weight][index].item()) <= 1e-12 * max(1.0, abs(trace.new))
-
-
-def han_kamber():
-    """Han & Kamber's 3-2-1 sigmoid network (see test_han_kamber.py): x = (1, 0, 1), T = 1, η = 0.9."""
-    net = nn.Sequential(nn.Linear(3, 2), nn.Sigmoid(), nn.Linear(2, 1), nn.Sigmoid()).to(DT)
-    with torch.no_grad():
-        net[0].weight.copy_(torch.tensor([[0.2, 0.4, -0.5], [-0.3, 0.1, 0.2]], dtype=DT))
-        net[0].bias.copy_(torch.tensor([-0.4, 0.2], dtype=DT))
-        net[2].weight.copy_(torch.tensor([[-0.3, -0.2]], dtype=DT))
-        net[2].bias.copy_(torch.tensor([0.1], dtype=DT))
-    return net
 
 
 # the book's name, the parameter, the index, the book's updated value, and the book's Err_j of the unit
