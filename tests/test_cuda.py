@@ -174,3 +174,31 @@ def test_lightning_mixed_precision_on_cuda_learns_the_digits(precision):
     assert all(p.device.type == "cuda" and p.dtype == torch.float32 for p in module.parameters())
     assert trainer.global_step == 3 * 45
     assert results["val_acc"] > 0.85
+
+
+def test_error_term_logger_divides_the_grad_scalers_factor_out_of_delta(tmp_path):
+    """Under 16-mixed the loss is multiplied by the GradScaler's factor (65,536 at the start) before
+    backward, and so is every δ; the logger divides it out: the first step's logged δ RMS is that of a
+    32-bit run, within float16's precision, not 65,536 times it."""
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    from lightning_modules import ErrorTermLogger
+
+    from tb import read_events
+
+    rms = {}
+    for precision in ("32-true", "16-mixed"):
+        pl.seed_everything(0)
+        trainer = pl.Trainer(accelerator="cuda", devices=1, precision=precision, max_steps=1,
+                             logger=TensorBoardLogger(tmp_path, name=precision), enable_checkpointing=False,
+                             callbacks=[ErrorTermLogger(every_n_steps=1)], enable_progress_bar=False,
+                             enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
+        trainer.fit(ManualBackpropModule(), DigitsDataModule())
+        if precision == "16-mixed":
+            assert trainer.precision_plugin.scaler is not None
+        events = read_events(trainer.logger.log_dir)
+        rms[precision] = {tag: events.Scalars(tag)[0].value for tag in events.Tags()["scalars"]
+                          if tag.startswith("error_terms_rms/")}
+    assert sorted(rms["16-mixed"]) == sorted(rms["32-true"]) == ["error_terms_rms/fc1", "error_terms_rms/fc2"]
+    for tag, value in rms["32-true"].items():
+        assert rms["16-mixed"][tag] == pytest.approx(value, rel=2e-2), tag
