@@ -14,11 +14,35 @@
   the ``jvp`` moves to a twin subclass, ``cls.with_jvp``, and the class itself keeps none.
   :meth:`ManualFunction.call` applies the twin in eager mode and the class itself while
   compiling. Public wrappers call ``SomeFunction.call(...)``.
+- **Per-call cost.** ``Function.apply`` binds its arguments to ``forward``'s signature with
+  ``inspect.signature`` on every call (to fill in defaults for ``setup_context``). ``call`` passes
+  every argument already, so in eager mode it goes straight to the C++ ``apply`` when the count
+  matches; the binding was a third of a small layer's Python time.
 """
 
 from __future__ import annotations
 
+import inspect
+
 import torch
+from torch._functorch.utils import unwrap_dead_wrappers
+
+
+def _positional_arity(forward) -> tuple[int, bool]:
+    """(number of positional parameters, whether ``*args`` follows) of a ``forward``."""
+    kinds = [p.kind for p in inspect.signature(forward).parameters.values()]
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(k in positional for k in kinds), inspect.Parameter.VAR_POSITIONAL in kinds
+
+
+def _apply(function: type[torch.autograd.Function], args: tuple):
+    """``function.apply(*args)``; with every parameter of ``forward`` given (nothing to bind) and no
+    ``torch.func`` transform active, torch's own ``apply`` would only unwrap dead functorch wrappers
+    and call the C++ ``apply``, so this does just that."""
+    arity, varargs = function._arity
+    if (len(args) == arity or (varargs and len(args) > arity)) and not torch._C._are_functorch_transforms_active():
+        return super(torch.autograd.Function, function).apply(*unwrap_dead_wrappers(args))
+    return function.apply(*args)
 
 
 def _device_type(inputs) -> str:
@@ -26,6 +50,8 @@ def _device_type(inputs) -> str:
 
 
 def _autocast_state(inputs) -> tuple[str, torch.dtype] | None:
+    if not torch._C._is_any_autocast_enabled():
+        return None
     device = _device_type(inputs)
     return (device, torch.get_autocast_dtype(device)) if torch.is_autocast_enabled(device) else None
 
@@ -41,6 +67,7 @@ class ManualFunction(torch.autograd.Function):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        cls._arity = _positional_arity(cls.forward)
         if cls.__dict__.get("_twin") or "backward" not in cls.__dict__:
             return  # a base class with no backward of its own, or a twin already wrapped
         setup_context, backward = cls.setup_context, cls.backward
@@ -68,7 +95,7 @@ class ManualFunction(torch.autograd.Function):
     @classmethod
     def call(cls, *args):
         """Apply the Function: with its ``jvp`` in eager mode, without it inside ``torch.compile``."""
-        return cls.apply(*args) if torch.compiler.is_compiling() else cls.with_jvp.apply(*args)
+        return cls.apply(*args) if torch.compiler.is_compiling() else _apply(cls.with_jvp, args)
 
 
 def _call_in_float32(cls, *args):
@@ -77,8 +104,8 @@ def _call_in_float32(cls, *args):
     if torch.is_autocast_enabled(device):
         args = tuple(Cast.call(a, torch.float32) if _low_precision(a) else a for a in args)
         with torch.autocast(device, enabled=False):
-            return cls.apply(*args) if torch.compiler.is_compiling() else cls.with_jvp.apply(*args)
-    return cls.apply(*args) if torch.compiler.is_compiling() else cls.with_jvp.apply(*args)
+            return cls.apply(*args) if torch.compiler.is_compiling() else _apply(cls.with_jvp, args)
+    return cls.apply(*args) if torch.compiler.is_compiling() else _apply(cls.with_jvp, args)
 
 
 def float32_under_autocast(*functions: type[ManualFunction]) -> None:

@@ -32,18 +32,22 @@ class Linear(ManualFunction):
     @staticmethod
     def setup_context(ctx, inputs, output):
         a_prev, weight, _ = inputs
-        ctx.save_for_backward(a_prev, weight)
+        needs_a_prev, needs_weight = ctx.needs_input_grad[:2]
+        # ∂C/∂W needs a_prev, ∂C/∂a_prev needs W: save only what a wanted gradient reads (the first
+        # layer's input needs no gradient, so its W is not saved, as in torch)
+        ctx.save_for_backward(a_prev if needs_weight else None, weight if needs_a_prev else None)
         ctx.save_for_forward(a_prev, weight)
 
     @staticmethod
     def backward(ctx, delta: Tensor):
         a_prev, weight = ctx.saved_tensors
         grad_a_prev = grad_weight = grad_bias = None
-        delta_no = delta.reshape(-1, delta.shape[-1])  # every leading dimension is one more sample n
+        delta_no = delta if delta.dim() == 2 else delta.reshape(-1, delta.shape[-1])  # leading dims: more samples n
         if ctx.needs_input_grad[0]:
             grad_a_prev = delta @ weight  # ∂C/∂a_prev = δ · W  (Σ_k δ_k · w_kj for each input j)
         if ctx.needs_input_grad[1]:
-            grad_weight = delta_no.T @ a_prev.reshape(-1, a_prev.shape[-1])  # ∂C/∂W = δᵀ · a_prev
+            a_prev_ni = a_prev if a_prev.dim() == 2 else a_prev.reshape(-1, a_prev.shape[-1])
+            grad_weight = delta_no.T @ a_prev_ni  # ∂C/∂W = δᵀ · a_prev
         if ctx.needs_input_grad[2]:
             grad_bias = delta_no.sum(0)  # ∂C/∂b = Σ_n δ
         return grad_a_prev, grad_weight, grad_bias
