@@ -9,7 +9,9 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.autograd.forward_ad as forward_ad
 from torch import Tensor
+from torch._C._functorch import peek_interpreter_stack
 
 from manual_backprop.errors import LayerInputError, shape
 from manual_backprop.functional._function import ManualFunction
@@ -183,19 +185,34 @@ class Reshape(ManualFunction):
         return tangent_z.reshape(ctx.a_shape)
 
 
+def _records_gradient(z: Tensor) -> bool:
+    """Whether a node is built for z: grad mode on and z requiring grad, or forward mode or a torch.func
+    transform watching. (Otherwise a reshape is torch's own view: no node, no copy, as in
+    :mod:`manual_backprop.functional.shape`; the network's input usually needs no gradient.)"""
+    if torch.is_grad_enabled() and z.requires_grad:
+        return True
+    if torch.compiler.is_compiling():
+        return False
+    return forward_ad._current_level >= 0 or peek_interpreter_stack() is not None
+
+
 def flatten(input: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
-    """Like ``torch.flatten`` (what ``nn.Flatten`` calls), as a copy with the backward of :class:`Reshape`."""
+    """Like ``torch.flatten`` (what ``nn.Flatten`` calls), as a copy with the backward of :class:`Reshape`
+    (torch's own view when no gradient is recorded)."""
     if input.dim() == 0:
-        return Reshape.call(input, (1,))
+        return Reshape.call(input, (1,)) if _records_gradient(input) else input.reshape(1)
     start, end = start_dim % input.dim(), end_dim % input.dim()
     if start > end:
         raise LayerInputError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} for shape {shape(input)}")
+    if not _records_gradient(input):
+        return torch.flatten(input, start_dim, end_dim)
     flat = math.prod(input.shape[start : end + 1])
     return Reshape.call(input, (*input.shape[:start], flat, *input.shape[end + 1 :]))
 
 
 def unflatten(input: Tensor, dim: int, sizes: tuple[int, ...]) -> Tensor:
-    """Like ``torch.unflatten`` (what ``nn.Unflatten`` calls), as a copy with the backward of :class:`Reshape`."""
+    """Like ``torch.unflatten`` (what ``nn.Unflatten`` calls), as a copy with the backward of :class:`Reshape`
+    (torch's own view when no gradient is recorded)."""
     if input.dim() == 0:
         raise LayerInputError("unflatten: the input is a scalar and has no dimension to unflatten")
     d = dim % input.dim()
@@ -206,6 +223,8 @@ def unflatten(input: Tensor, dim: int, sizes: tuple[int, ...]) -> Tensor:
             f"unflatten: sizes {sizes} do not multiply to dimension {dim} of size {input.shape[d]} (input shape "
             f"{shape(input)})"
         )
+    if not _records_gradient(input):
+        return torch.unflatten(input, dim, sizes)
     if -1 in sizes:
         sizes = tuple(input.shape[d] // known if s == -1 else s for s in sizes)
     return Reshape.call(input, (*input.shape[:d], *sizes, *input.shape[d + 1 :]))
