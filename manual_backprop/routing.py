@@ -14,7 +14,10 @@ a ``TorchFunctionMode`` sees every call of torch, and
   operation and the module path.
 
 Calls outside a converted forward are never touched; ``restore(model)`` removes the wrappers.
-Drop-in modules need no routing (their forward is hand-written), so they get no wrapper.
+Drop-in modules need no routing (their forward is hand-written), so they get no wrapper; and when a
+routed forward calls one, the mode is set aside while the drop-in's forward runs (:func:`set_aside`,
+applied by every drop-in's ``forward``), so that its shape checks and its Functions' own torch calls
+do not each pass through the mode's handler, a Python call each (a tenth of a small MLP's step).
 """
 
 from __future__ import annotations
@@ -207,6 +210,7 @@ class _Frame:
 class _State(threading.local):
     def __init__(self) -> None:
         self.frames: list[_Frame] = []
+        self.routing = False  # the mode is on (entered by a routed forward, not set aside by a drop-in)
 
 
 _state = _State()
@@ -270,6 +274,8 @@ class _Router(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if not torch.is_grad_enabled():
+            return func(*args, **kwargs)  # no gradient is recorded (inside a Function's forward, say): nothing to do
         if _lowering(args):
             return func(*args, **kwargs)  # torch.compile is lowering a graph it captured already: leave it be
         rule = RULES.get(func)
@@ -312,7 +318,8 @@ class RoutedForward:
     """A converted module's ``forward``: the module's own forward, with its torch calls routed.
 
     Set on the module instance by ``convert`` (``module.forward``), removed by ``restore``. The
-    outermost routed forward enters the mode; inner ones only record their module path, for errors.
+    outermost routed forward (or the first one inside a drop-in, which sets the mode aside) enters
+    the mode; inner ones only record their module path, for errors.
     """
 
     def __init__(self, module: nn.Module, path: str, strict: bool) -> None:
@@ -326,11 +333,10 @@ class RoutedForward:
 
     def __call__(self, *args, **kwargs):
         frame = _Frame(self.path or "(root)", type(self.module).__name__, self.strict, self.warned)
-        outermost = not _state.frames
         _state.frames.append(frame)
         try:
-            if outermost:
-                with _ROUTER:
+            if not _state.routing:
+                with _routing_on():
                     return type(self.module).forward(self.module, *args, **kwargs)
             return type(self.module).forward(self.module, *args, **kwargs)
         except LayerInputError as err:
@@ -353,13 +359,43 @@ class RoutedForward:
 
 
 @contextlib.contextmanager
+def _routing_on():
+    _state.routing = True
+    try:
+        with _ROUTER:
+            yield
+    finally:
+        _state.routing = False
+
+
+def set_aside(forward: Callable) -> Callable:
+    """Decorates a drop-in module's ``forward``, which calls hand-written Functions only: called from a
+    routed forward, it runs with the mode set aside. (Not while compiling: dynamo traces the mode's
+    handler and compiles it away. Nor under a mode entered above this one, by the user, say.)"""
+
+    @functools.wraps(forward)
+    def without_routing(*args, **kwargs):
+        if not _state.routing or torch.compiler.is_compiling() or torch.overrides._get_current_function_mode() \
+                is not _ROUTER:
+            return forward(*args, **kwargs)
+        _state.routing = False
+        try:
+            with torch.overrides._pop_mode_temporarily():
+                return forward(*args, **kwargs)
+        finally:
+            _state.routing = True
+
+    return without_routing
+
+
+@contextlib.contextmanager
 def _routed(frame: _Frame | None):
-    if frame is None or _state.frames:
+    if frame is None or _state.routing:
         yield  # not called from a converted forward, or routed already
         return
     _state.frames.append(frame)
     try:
-        with _ROUTER:
+        with _routing_on():
             yield
     finally:
         _state.frames.pop()

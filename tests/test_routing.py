@@ -163,6 +163,43 @@ def test_without_grad_nothing_is_routed_and_values_agree():
             torch.testing.assert_close(manual(x), native(x), rtol=0, atol=0)
 
 
+def test_a_drop_in_forward_runs_with_the_routing_set_aside_and_it_comes_back_after(monkeypatch):
+    """Inside a routed forward, a drop-in's forward (hand-written Functions only) sees no mode: its shape
+    checks and its Functions' torch calls skip the handler; the routed code after it is routed again."""
+    import manual_backprop.nn.linear as drop_in_linear
+
+    modes, linear = [], mbp.functional.linear
+
+    def spying_linear(*args):
+        modes.append(torch.overrides._get_current_function_mode())
+        return linear(*args)
+
+    monkeypatch.setattr(drop_in_linear.MF, "linear", spying_linear)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 2)
+
+        def forward(self, x):
+            return torch.tanh(self.fc(x * 2))
+
+    native = Net().double()
+    manual = mbp.convert(copy.deepcopy(native))
+    x = _x(4, 3)
+    out = manual(x)
+    assert modes == [None]
+    assert set(backward_graph(out)) == {"Tanh", "Linear", "Mul", "AccumulateGrad (no calculus)"}
+    torch.testing.assert_close(out, native(x))
+    class Users(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            return func(*args, **(kwargs or {}))
+
+    with Users() as users:  # a mode of the user's, under the routing: the drop-in still runs under it
+        manual(x)
+    assert modes[1] is users
+
+
 class Upsampler(nn.Module):
     def __init__(self):
         super().__init__()

@@ -7,6 +7,7 @@ import functools
 from torch import nn
 
 from manual_backprop.errors import LayerInputError
+from manual_backprop.routing import set_aside
 
 #: native ``torch.nn`` class → its manual drop-in; filled by :func:`register` next to each module.
 SUPPORTED_MODULES: dict[type[nn.Module], type[nn.Module]] = {}
@@ -39,8 +40,10 @@ def names_the_layer(forward):
     """Decorates a drop-in ``forward``: an error from the forward gets the layer's path in front.
 
     Ours (:class:`LayerInputError`) and torch's own plain ``RuntimeError`` (a dtype or device
-    mismatch, say); other exception types pass through unchanged.
+    mismatch, say); other exception types pass through unchanged. The forward calls hand-written
+    Functions only, so a converted model's routing is set aside while it runs (:func:`set_aside`).
     """
+    forward = set_aside(forward)
 
     @functools.wraps(forward)
     def wrapper(self, *args, **kwargs):
