@@ -181,7 +181,7 @@ class ReLU(Elementwise):
 
     @staticmethod
     def df(a):
-        return a > 0  # relu′(z) = [z > 0], as a mask: ∂C/∂a ⊙ mask multiplies by 1 or 0 with no float copy
+        return torch.sign(a)  # relu′(z) = [z > 0] = sign(a), as a ≥ 0 (one pass; a > 0 then a cast takes two)
 
 
 def sigmoid(input: Tensor) -> Tensor:
