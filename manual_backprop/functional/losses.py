@@ -209,6 +209,47 @@ class CrossEntropy(ManualFunction):
         return tangent_loss
 
 
+class ClassIndexCrossEntropy(ManualFunction):
+    """C = −Σ_n log softmax(z_n)_{y_n} / N: the plain case of :class:`CrossEntropy` (every target y a class
+    in [0, C), no class weights, no label smoothing), without building the one-hot q.
+
+    ∂C/∂z = (softmax(z) − onehot(y)) / N: p · g everywhere, then − g added at each sample's target.
+    Forward mode: Ċ = Σ_n (Σ_j p_nj ż_nj − ż_{n,y_n}) / N.
+    """
+
+    @staticmethod
+    def forward(z: Tensor, target: Tensor, reduction: str) -> Tensor:
+        dim = _class_dim(z)
+        log_p_y = torch.log_softmax(z, dim).gather(dim, target.unsqueeze(dim)).squeeze(dim)  # log p_y
+        return _reduce(-log_p_y, reduction, target.numel())
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        z, target, ctx.reduction = inputs
+        ctx.save_for_backward(z, target)
+        ctx.save_for_forward(z, target)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        z, target = ctx.saved_tensors
+        dim = _class_dim(z)
+        g = _upstream(grad, ctx.reduction, target.numel())  # g / N
+        if ctx.reduction == "none":
+            g = g.unsqueeze(dim)  # one loss per sample: broadcast it over the classes
+        y = target.unsqueeze(dim)
+        grad_z = torch.softmax(z, dim) * g  # ∂(−log p_y)/∂z_j = p_j − [j = y]: the p_j part
+        grad_z = grad_z.scatter_add(dim, y, (-g).expand(y.shape))  # the − [j = y] part, at the target only
+        return grad_z, None, None
+
+    @staticmethod
+    def jvp(ctx, tangent_z, *_):
+        z, target = ctx.saved_tensors
+        dim = _class_dim(z)
+        through_p = (torch.softmax(z, dim) * tangent_z).sum(dim)  # Σ_j p_j ż_j
+        at_target = tangent_z.gather(dim, target.unsqueeze(dim)).squeeze(dim)  # ż_y
+        return _reduce(through_p - at_target, ctx.reduction, target.numel())
+
+
 def _can_inspect_values(t: Tensor) -> bool:
     """Whether a Python ``if`` may look at ``t``'s values: not while compiling (a graph break) and
     not inside ``torch.func`` transforms (vmap cannot branch per sample)."""
@@ -224,8 +265,12 @@ def _check_class_weight(name: str, weight: Tensor | None, n_classes: int) -> Non
         raise LayerInputError(f"{name}: class weights are constants here; pass weight.detach()")
 
 
-def _check_class_index_target(name: str, input: Tensor, target: Tensor, ignore_index: int, dtypes) -> None:
-    """A target of class indices: the input's shape without its class dimension, integers in [0, C)."""
+def _check_class_index_target(name: str, input: Tensor, target: Tensor, ignore_index: int, dtypes) -> bool:
+    """A target of class indices: the input's shape without its class dimension, integers in [0, C).
+
+    Returns whether every target was seen to be a class in [0, C) and none can be ignore_index: False
+    when there are no targets, or when values cannot be looked at (compiling, vmap).
+    """
     dim = _class_dim(input)
     n_classes = input.shape[dim]
     expected = shape(input)[:dim] + shape(input)[dim + 1 :]
@@ -236,16 +281,23 @@ def _check_class_index_target(name: str, input: Tensor, target: Tensor, ignore_i
         )
     if target.dtype not in dtypes:
         raise LayerInputError(f"{name}: class-index target must be an integer tensor, got {target.dtype}")
-    if _can_inspect_values(target):
-        bad = ((target < 0) | (target >= n_classes)) & (target != ignore_index)
-        if bad.any():
-            raise LayerInputError(
-                f"{name}: target holds class indices {sorted(set(target[bad].tolist()))[:10]} "
-                f"outside [0, {n_classes}) (ignore_index={ignore_index})"
-            )
+    if not _can_inspect_values(target) or target.numel() == 0:
+        return False
+    lowest, highest = (int(v) for v in torch.aminmax(target))  # one pass over the targets
+    if lowest >= 0 and highest < n_classes:
+        return not lowest <= ignore_index <= highest  # (a target might be ignore_index: not seen as a class)
+    bad = ((target < 0) | (target >= n_classes)) & (target != ignore_index)  # only when some lie outside
+    if bad.any():
+        raise LayerInputError(
+            f"{name}: target holds class indices {sorted(set(target[bad].tolist()))[:10]} "
+            f"outside [0, {n_classes}) (ignore_index={ignore_index})"
+        )
+    return False
 
 
-def _check_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int, smoothing: float):
+def _check_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int,
+                         smoothing: float) -> bool:
+    """Raises on a bad call; returns whether every target is a class index in [0, C), none ignored."""
     if input.dim() == 0:
         raise LayerInputError("cross_entropy: input must have a class dimension, got a scalar")
     n_classes = input.shape[_class_dim(input)]
@@ -262,9 +314,9 @@ def _check_cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None, i
             raise LayerInputError(
                 f"cross_entropy: probability target shape {shape(target)} differs from input shape {shape(input)}"
             )
-        return
-    _check_class_index_target("cross_entropy", input, target, ignore_index,
-                              (torch.int64, torch.int32, torch.uint8, torch.int16, torch.int8))
+        return False
+    return _check_class_index_target("cross_entropy", input, target, ignore_index,
+                                     (torch.int64, torch.int32, torch.uint8, torch.int16, torch.int8))
 
 
 def cross_entropy(
@@ -283,7 +335,9 @@ def cross_entropy(
     inputs (C,), (N, C) or (N, C, d1, d2, ...).
     """
     reduction = _reduction_of("cross_entropy", size_average, reduce, reduction)
-    _check_cross_entropy(input, target, weight, ignore_index, label_smoothing)
+    every_target_a_class = _check_cross_entropy(input, target, weight, ignore_index, label_smoothing)
+    if every_target_a_class and weight is None and label_smoothing == 0.0:
+        return ClassIndexCrossEntropy.call(input, target.long(), reduction)  # the textbook case, without q
     return CrossEntropy.call(input, target.long() if not target.is_floating_point() else target, weight,
                               ignore_index, float(label_smoothing), reduction)
 
