@@ -56,6 +56,12 @@ class Reduction:
     def stats_view(self, t: Tensor) -> Tensor:
         return t if self.view is None else t.reshape(self.view)
 
+    def params_per_set(self, x: Tensor) -> bool:
+        """Whether γ and β are one constant over each reduced set of x (BatchNorm, InstanceNorm): centered,
+        no view, and the parameter shape spans x's dimensions with 1 along every reduced one."""
+        return (self.view is None and self.centered and len(self.param_shape) == x.dim()
+                and all(self.param_shape[d] == 1 for d in self.dims))
+
     def count(self, x: Tensor) -> int:
         """N: how many elements share one μ and σ."""
         sizes = self.stats_view(x).shape
@@ -196,6 +202,8 @@ class Normalization(ManualFunction):
         grad_x = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
             g = delta if weight is None else delta * _broadcast(weight, x_hat, reduction)  # g = ∂C/∂x̂ = δ ⊙ γ
+            if ctx.training and x.numel() > 0 and reduction.params_per_set(x):
+                return Normalization._per_channel_backward(ctx, delta, x, weight, x_hat, rstd)
             if ctx.training:
                 grad_x = _project(g, x_hat, rstd, reduction)  # ∂C/∂x = (1/σ)(g − mean g − x̂ ⊙ mean(g ⊙ x̂))
             else:
@@ -205,6 +213,28 @@ class Normalization(ManualFunction):
             grad_weight = _sum_over_shared(delta * x_hat, reduction, (weight.shape, weight.dtype))  # ∂C/∂γ = Σ δ ⊙ x̂
         if ctx.needs_input_grad[2]:
             grad_bias = _sum_over_shared(delta, reduction, ctx.bias_like)  # ∂C/∂β = Σ δ
+        return grad_x, grad_weight, grad_bias, None, None, None, None, None, None
+
+    @staticmethod
+    def _per_channel_backward(ctx, delta: Tensor, x: Tensor, weight: Tensor | None, x_hat: Tensor, rstd: Tensor):
+        """Training backward when γ is one constant per reduced set (BatchNorm, InstanceNorm): γ leaves every
+        mean, so mean(g) = γ Σδ/N and mean(g ⊙ x̂) = γ Σδ⊙x̂/N reuse the sums that ∂C/∂β and ∂C/∂γ are.
+
+            ∂C/∂x = (γ/σ)(δ − Σδ/N − x̂ ⊙ Σ(δ ⊙ x̂)/N)
+        """
+        reduction = ctx.reduction
+        n = reduction.count(x)
+        sum_delta = delta.sum(reduction.dims, keepdim=True)  # Σδ: through μ, and ∂C/∂β
+        sum_delta_x_hat = (delta * x_hat).sum(reduction.dims, keepdim=True)  # Σδ ⊙ x̂: through σ, and ∂C/∂γ
+        scale = rstd if weight is None else rstd * _broadcast(weight, x_hat, reduction)  # γ/σ
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.addcmul(delta - sum_delta / n, x_hat, sum_delta_x_hat, value=-1 / n)  # δ − Σδ/N − x̂ Σδx̂/N
+            grad_x = (grad_x * scale).to(x.dtype)  # times γ/σ: y = γ(x − μ)/σ + β
+        if ctx.needs_input_grad[1]:
+            grad_weight = _sum_over_shared(sum_delta_x_hat, reduction, (weight.shape, weight.dtype))  # ∂C/∂γ = Σ δ ⊙ x̂
+        if ctx.needs_input_grad[2]:
+            grad_bias = _sum_over_shared(sum_delta, reduction, ctx.bias_like)  # ∂C/∂β = Σ δ
         return grad_x, grad_weight, grad_bias, None, None, None, None, None, None
 
     @staticmethod
