@@ -458,7 +458,7 @@ def table(rows: list[Row], compile_: bool) -> list[str]:
     return lines
 
 
-def report(rows: list[Row], compile_: bool, quick: bool, command: str) -> str:
+def report(rows: list[Row], compile_: bool, quick: bool, command: str, code: str) -> str:
     lines = [BEGIN, *table(rows, compile_), ""]
     lines.append(f"Targets (manual ÷ native): eager step ≤ {TARGET_EAGER:.2f} for each model, ≤ {TARGET_LARGE:.2f} for "
                  f"large_mlp; activation memory ≤ {TARGET_MEMORY:.2f}; compiled step ≤ {TARGET_COMPILED:.2f}. "
@@ -489,7 +489,7 @@ def report(rows: list[Row], compile_: bool, quick: bool, command: str) -> str:
                  + (f"; GPU: {torch.cuda.get_device_name()}" if "cuda" in devices else
                     "; no GPU (CUDA not available: no CUDA rows)") + ".")
     lines.append(f"- Versions: Python {platform.python_version()}, torch {torch.__version__}; manual_backprop at"
-                 f" {_code_version()}.")
+                 f" {code}.")
     lines.append(f"- Command: `{command}`")
     lines.append(END)
     return "\n".join(lines)
@@ -531,6 +531,7 @@ def main(argv: list[str] | None = None) -> None:
         [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else []))
     warnings.filterwarnings("ignore", message=r".* has no hand-written backward")  # the table names such nodes
 
+    code = _code_version()  # now, as the code was imported: others may commit while this runs
     rows = []
     for device in devices:
         for name in names:
@@ -545,7 +546,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"{compiled_note} [{time.perf_counter() - start:.0f} s]", flush=True)
     flags = argv if argv is not None else sys.argv[1:]
     command = " ".join([".venv/bin/python", "benchmarks/training_step.py", *flags])
-    section = report(rows, args.compile, args.quick, command)
+    section = report(rows, args.compile, args.quick, command, code)
     print(section)
     if args.write_docs:
         write_docs(section)
