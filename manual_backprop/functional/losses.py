@@ -1457,7 +1457,8 @@ def triplet_margin_loss(
 
 # torch's autocast computes every loss but the Gaussian NLL in float32; so do these
 float32_under_autocast(
-    MSELoss, CrossEntropy, L1Loss, SmoothL1Loss, HuberLoss, BinaryCrossEntropy, BinaryCrossEntropyWithLogits, KLDiv,
+    MSELoss, CrossEntropy, ClassIndexCrossEntropy, L1Loss, SmoothL1Loss, HuberLoss, BinaryCrossEntropy,
+    BinaryCrossEntropyWithLogits, KLDiv,
     PoissonNLL, SoftMargin, MarginRanking, HingeEmbedding, NLLLoss, MultiLabelSoftMargin, CosineEmbedding, MultiMargin,
     TripletMargin,
 )
