@@ -28,7 +28,7 @@ def small_mlp_tree() -> BackwardTree:
 def test_the_tree_of_a_small_mlp():
     tree = small_mlp_tree()
     assert [(n.name, n.kind, n.where) for n in tree.nodes] == [
-        ("CrossEntropyBackward", "hand-written", "loss"),
+        ("ClassIndexCrossEntropyBackward", "hand-written", "loss"),
         ("LinearBackward", "hand-written", "fc2"),
         ("SigmoidBackward", "hand-written", "sigmoid1"),
         ("LinearBackward", "hand-written", "fc1"),
@@ -50,7 +50,7 @@ def test_the_text_tree_reads_top_down():
     text = str(small_mlp_tree())
     assert text.startswith("backward graph of the loss: 4 hand-written Function node(s), 0 native, 4 leaf node(s)")
     nodes = [line for line in text.splitlines() if re.search(r"\(#\d+\)", line)]
-    assert nodes[0].startswith("CrossEntropyBackward (#0)  ·  loss  ·  hand-written (CrossEntropy)")
+    assert nodes[0].startswith("ClassIndexCrossEntropyBackward (#0)  ·  loss  ·  hand-written (ClassIndexCrossEntropy)")
     assert nodes[1] == "└── LinearBackward (#1)  ·  fc2  ·  hand-written (Linear)"
     assert nodes[2] == "    ├── SigmoidBackward (#2)  ·  sigmoid1  ·  hand-written (Sigmoid)"
     assert nodes[4].endswith("AccumulateGrad (#4)  ·  parameter fc1.weight (3, 4): ∂C/∂(fc1.weight) is added "

@@ -210,8 +210,8 @@ class CrossEntropy(ManualFunction):
 
 
 class ClassIndexCrossEntropy(ManualFunction):
-    """C = −Σ_n log softmax(z_n)_{y_n} / N: the plain case of :class:`CrossEntropy` (every target y a class
-    in [0, C), no class weights, no label smoothing), without building the one-hot q.
+    """C = −Σ_n log softmax(z_n)_{y_n} / N: cross entropy in its plain case (each target a class in [0, C),
+    no class weights, no label smoothing), without building the one-hot q of CrossEntropy.
 
     ∂C/∂z = (softmax(z) − onehot(y)) / N: p · g everywhere, then − g added at each sample's target.
     Forward mode: Ċ = Σ_n (Σ_j p_nj ż_nj − ż_{n,y_n}) / N.
