@@ -57,7 +57,10 @@ def _sigmoid_slope(pre: Tensor) -> Tensor:
 
 def _tanh_slope(pre: Tensor) -> Tensor:
     """tanh′(z) = 1 − tanh²(z) = 4·σ(2z)·σ(−2z): the same, without the cancellation once |tanh z| ≈ 1."""
-    return 4 * torch.sigmoid(2 * pre) * torch.sigmoid(-2 * pre)
+    pre2 = pre + pre  # 2z (a sum, not 2 · z: a Python number costs a conversion per call)
+    quarter = torch.sigmoid(pre2) * torch.sigmoid(-pre2)  # σ(2z)σ(−2z)
+    half = quarter + quarter
+    return half + half  # times 4, exactly
 
 
 class _ElmanStep:
@@ -137,37 +140,41 @@ class LSTMStep:
 
     @staticmethod
     def _slopes(pre, c_new):
-        """σ′, σ′, tanh′, σ′ of the gates, and tanh′(c')."""
+        """σ′ of the gates i, f, o and tanh′ of g and of c', all from one σ(u)σ(−u) (:func:`_sigmoid_slope`)
+        with tanh′(z) = 4σ′(2z) (:func:`_tanh_slope`). Returns (σ′(z_i), σ′(z_f), σ′(2z_g), σ′(z_o)) side
+        by side, each gate's block where its z is, and σ′(2c'): the two tanh slopes are a quarter of tanh′."""
         z_i, z_f, z_g, z_o = pre.chunk(4, -1)
-        return _sigmoid_slope(z_i), _sigmoid_slope(z_f), _tanh_slope(z_g), _sigmoid_slope(z_o), _tanh_slope(c_new)
+        u = torch.cat([z_i, z_f, z_g + z_g, z_o, c_new + c_new], -1)  # σ gates at z, tanh ones at 2z
+        slope = torch.sigmoid(u) * torch.sigmoid(-u)  # σ′(u) = σ(u)σ(−u), exact where a gate saturates
+        return slope.split([pre.shape[-1], c_new.shape[-1]], -1)
 
     @staticmethod
     def backward(acts, state, grad_new, w_hr):
         pre, i, f, g, o, c_new, tanh_c, m = acts
-        di, df, dg, do, dtanh_c = LSTMStep._slopes(pre, c_new)
+        slope_gates, slope_c = LSTMStep._slopes(pre, c_new)
         c = state[1]
         grad_h_new, grad_c_new = grad_new
         grad_w_hr = None if w_hr is None else grad_h_new.T @ m  # ∂C/∂W_hr = ∂C/∂h'ᵀ · m
         grad_m = grad_h_new if w_hr is None else grad_h_new @ w_hr  # ∂C/∂m = ∂C/∂h' (· W_hr)
         grad_o = grad_m * tanh_c  # ∂C/∂o = ∂C/∂m ⊙ tanh(c')
-        grad_c_new = grad_c_new + grad_m * o * dtanh_c  # + ∂C/∂m ⊙ o ⊙ tanh′(c')
+        grad_c_new = grad_c_new + grad_m * o * (slope_c * 4)  # + ∂C/∂m ⊙ o ⊙ tanh′(c')
         grad_i = grad_c_new * g  # ∂C/∂i = ∂C/∂c' ⊙ g
         grad_f = grad_c_new * c  # ∂C/∂f = ∂C/∂c' ⊙ c
-        grad_g = grad_c_new * i  # ∂C/∂g = ∂C/∂c' ⊙ i
+        grad_g = grad_c_new * i * 4  # ∂C/∂g = ∂C/∂c' ⊙ i (times the 4 of tanh′ = 4σ′(2z))
         grad_c = grad_c_new * f  # ∂C/∂c = ∂C/∂c' ⊙ f: the cell state's direct path back in time
-        delta = torch.cat([grad_i * di, grad_f * df, grad_g * dg, grad_o * do], -1)  # δ of each gate: ∂C ⊙ slope
+        delta = torch.cat([grad_i, grad_f, grad_g, grad_o], -1) * slope_gates  # δ of each gate: ∂C ⊙ slope
         return delta, delta, (None, grad_c), grad_w_hr
 
     @staticmethod
     def jvp(acts, state, tangent_gi, tangent_gh, tangent_state, w_hr, tangent_w_hr):
         pre, i, f, g, o, c_new, tanh_c, m = acts
-        di, df, dg, do, dtanh_c = LSTMStep._slopes(pre, c_new)
+        slope_gates, slope_c = LSTMStep._slopes(pre, c_new)
         c = state[1]
         tangent_c = tangent_state[1]
-        t_i, t_f, t_g, t_o = (tangent_gi + tangent_gh).chunk(4, -1)
-        t_i, t_f, t_g, t_o = di * t_i, df * t_f, dg * t_g, do * t_o  # each gate: ȧ = a′(z) ż
+        t_i, t_f, t_g, t_o = ((tangent_gi + tangent_gh) * slope_gates).chunk(4, -1)  # each gate: ȧ = a′(z) ż
+        t_g = t_g * 4  # tanh′ = 4σ′(2z)
         tangent_c_new = t_f * c + f * tangent_c + t_i * g + i * t_g  # ċ' = ḟ c + f ċ + i̇ g + i ġ
-        tangent_m = t_o * tanh_c + o * dtanh_c * tangent_c_new  # ṁ = ȯ tanh c' + o tanh′(c') ċ'
+        tangent_m = t_o * tanh_c + o * (slope_c * 4) * tangent_c_new  # ṁ = ȯ tanh c' + o tanh′(c') ċ'
         if w_hr is None:
             return tangent_m, tangent_c_new
         return tangent_m @ w_hr.T + m @ tangent_w_hr.T, tangent_c_new  # ḣ' = ṁ W_hrᵀ + m Ẇ_hrᵀ
