@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch._C import _pop_torch_function_stack, _push_on_torch_function_stack
 from torch._subclasses.fake_tensor import FakeTensor
 from torch._subclasses.functional_tensor import FunctionalTensor
 from torch.overrides import TorchFunctionMode
@@ -379,10 +380,11 @@ def set_aside(forward: Callable) -> Callable:
                 is not _ROUTER:
             return forward(*args, **kwargs)
         _state.routing = False
+        mode = _pop_torch_function_stack()  # what torch.overrides._pop_mode_temporarily does, without a generator
         try:
-            with torch.overrides._pop_mode_temporarily():
-                return forward(*args, **kwargs)
+            return forward(*args, **kwargs)
         finally:
+            _push_on_torch_function_stack(mode)
             _state.routing = True
 
     return without_routing

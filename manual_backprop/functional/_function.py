@@ -100,6 +100,8 @@ class ManualFunction(torch.autograd.Function):
 
 def _call_in_float32(cls, *args):
     """``call``, with half-precision inputs cast to float32 and autocast off while autocast is on."""
+    if not torch._C._is_any_autocast_enabled():  # the usual case, without looking for the device
+        return cls.apply(*args) if torch.compiler.is_compiling() else _apply(cls.with_jvp, args)
     device = _device_type(args)
     if torch.is_autocast_enabled(device):
         args = tuple(Cast.call(a, torch.float32) if _low_precision(a) else a for a in args)

@@ -219,9 +219,10 @@ class ClassIndexCrossEntropy(ManualFunction):
 
     @staticmethod
     def forward(z: Tensor, target: Tensor, reduction: str) -> Tensor:
-        dim = _class_dim(z)
-        log_p_y = torch.log_softmax(z, dim).gather(dim, target.unsqueeze(dim)).squeeze(dim)  # log p_y
-        return _reduce(-log_p_y, reduction, target.numel())
+        log_p = torch.log_softmax(z, _class_dim(z))  # log p = z − log Σ e^z
+        # −log p_y at each sample's target, reduced (summed, or averaged over N): one kernel where a gather, a
+        # negation, a sum and a division are four
+        return torch.nn.functional.nll_loss(log_p, target, reduction=reduction)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
