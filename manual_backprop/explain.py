@@ -126,7 +126,8 @@ def _native_class(module: nn.Module, table: Sequence[type[nn.Module]]) -> type[n
 def _leaves(module: nn.Module, path: str) -> list[tuple[str, nn.Module]]:
     """The modules a chain applies in order: an ``nn.Sequential`` (that keeps its forward) is opened up."""
     if isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward:
-        return [leaf for name, child in module.named_children()
+        # _modules, not named_children(): a module used twice must show up twice (named_children skips it)
+        return [leaf for name, child in module._modules.items() if child is not None
                 for leaf in _leaves(child, f"{path}.{name}" if path else name)]
     return [(path, module)]
 
@@ -141,7 +142,15 @@ def _chain(model: nn.Module, who: str, supported: str | None = None
         raise TypeError(f"{who} expects a torch.nn.Module, got {type(model).__name__}")
     first: list[_Activation] = []
     layers: list[tuple[str, nn.Linear, list[_Activation]]] = []
+    seen: dict[int, str] = {}
     for path, module in _leaves(model, ""):
+        if id(module) in seen and any(True for _ in module.parameters()):
+            raise TypeError(
+                f"{who}: layer {_name(path)} ({type(module).__name__}) is the same module as layer "
+                f"{_name(seen[id(module)])}: its weights are used twice, and a trace follows each weight through "
+                f"one use; it takes {supported}"
+            )
+        seen.setdefault(id(module), path)
         if _native_class(module, (nn.Linear,)) is nn.Linear:
             layers.append((path, module, []))
             continue
@@ -514,6 +523,14 @@ def _gradient_from(model: nn.Module, manual: bool, weight: str, x: Tensor, y: Te
         return torch.autograd.grad(rule.native(out, y), param)[0]
 
 
+def _tolerance(dtype: torch.dtype, grad: float, manual: float, autograd: float, products: Tensor) -> float:
+    """Relative: √eps of the gradient's size, plus the rounding a sum of the per-sample products can
+    pick up (a few eps of Σ|products|), so that a vanishing gradient of 1e-9 is not waved through by
+    an absolute bound."""
+    eps = torch.finfo(dtype).eps
+    return math.sqrt(eps) * max(abs(grad), abs(manual), abs(autograd)) + 64 * eps * float(products.abs().sum())
+
+
 def explain(model: nn.Module, inputs, targets, loss: str | nn.Module = "mse", *, weight: str,
             index: int | Sequence[int], lr: float = 0.1) -> WeightTrace:
     """The chain rule for one weight, number by number: see the module doc and :class:`WeightTrace`.
@@ -593,6 +610,6 @@ def explain(model: nn.Module, inputs, targets, loss: str | nn.Module = "mse", *,
         loss=rule.name, loss_formula=formula, loss_derivative=rule.derivative, loss_value=loss_value,
         note=note, layers=tuple(traced[position:]), dz_dw=dz_dw, da_dz=da_dz, dC_da=dC_da_j, delta=delta_j,
         products=products, downstream=downstream, grad=grad, manual_grad=manual_grad, autograd_grad=autograd_grad,
-        tolerance=math.sqrt(torch.finfo(dtype).eps) * max(1.0, abs(grad)), lr=lr, old=old, step=step,
+        tolerance=_tolerance(dtype, grad, manual_grad, autograd_grad, products), lr=lr, old=old, step=step,
         new=old + step,
     )

@@ -356,3 +356,18 @@ def test_the_example_in_docs_teaching_prints_what_the_page_shows():
     with contextlib.redirect_stdout(printed):
         exec(code, {})
     assert printed.getvalue() == shown
+
+
+def test_a_linear_used_twice_is_refused_by_name():
+    shared = nn.Linear(2, 2).to(DT)
+    with pytest.raises(TypeError, match=r"layer '2' \(Linear\) is the same module as layer '0'"):
+        mbp.explain(nn.Sequential(shared, nn.Sigmoid(), shared), [[1.0, 2.0]], [[0.0, 1.0]], weight="0.weight",
+                    index=(0, 0))
+
+
+def test_agreement_is_relative_so_a_vanishing_gradient_is_still_checked():
+    model = nn.Sequential(nn.Linear(2, 1), nn.Sigmoid()).to(DT)
+    with torch.no_grad():
+        model[0].weight.fill_(15.0)  # z ≈ 30, σ saturated: σ′ ≈ e^−30 ≈ 1e-13, a vanishing gradient
+    trace = mbp.explain(model, [[1.0, 1.0]], [[0.0]], weight="0.weight", index=(0, 0))
+    assert 0 < abs(trace.grad) < 1e-11 and trace.tolerance < 1e-18 and trace.agrees
