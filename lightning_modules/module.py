@@ -65,7 +65,9 @@ class ManualBackpropModule(pl.LightningModule):
         network: any ``nn.Module``; default a fresh :class:`SigmoidMLP` for the digits (64-32-10).
             From the command line: ``--model.network=<class path>`` and its ``init_args``.
             :meth:`setup` converts it with ``manual_backprop.convert(network, strict=strict)``.
-        loss: a name from :data:`LOSSES` or a loss module (converted too). A loss in
+        loss: a name from :data:`LOSSES` or a loss module (converted too); default ``cross_entropy``
+            for classification, ``mse`` for regression (a class-index loss on a regression task is an
+            error). A loss in
             :data:`CLASS_INDEX_LOSSES` gets the class ids; any other loss, given class ids, gets them
             one-hot (``mse`` on a sigmoid network is the classic setup), or as a column for a network
             with one output (``bce_with_logits`` on a binary problem).
@@ -91,7 +93,7 @@ class ManualBackpropModule(pl.LightningModule):
     def __init__(
         self,
         network: nn.Module | None = None,
-        loss: LossName | nn.Module = "cross_entropy",
+        loss: LossName | nn.Module | None = None,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
         task: Literal["classification", "regression"] | None = None,
@@ -102,7 +104,7 @@ class ManualBackpropModule(pl.LightningModule):
         super().__init__()
         if isinstance(loss, str) and loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; choose one of {sorted(LOSSES)} or pass a loss module")
-        if not isinstance(loss, str | nn.Module):
+        if loss is not None and not isinstance(loss, str | nn.Module):
             raise TypeError(f"loss must be a name from {sorted(LOSSES)} or an nn.Module, got {type(loss).__name__}")
         if isinstance(optimizer, str):
             if optimizer.lower() not in OPTIMIZERS:
@@ -129,7 +131,7 @@ class ManualBackpropModule(pl.LightningModule):
         ignore = [] if from_config else [name for name, value in given.items() if not isinstance(value, plain)]
         self.save_hyperparameters(ignore=ignore)
         self.network = network if network is not None else SigmoidMLP()
-        self.loss_fn = LOSSES[loss]() if isinstance(loss, str) else loss
+        self.loss_fn: nn.Module | None = LOSSES[loss]() if isinstance(loss, str) else loss  # None: set at setup
         self.make_optimizer, self.make_lr_scheduler = optimizer, lr_scheduler
         self.manual, self.strict = manual, strict
         self.task, self.num_classes = task, num_classes
@@ -150,15 +152,23 @@ class ManualBackpropModule(pl.LightningModule):
     # -- setup: convert, choose the metric -------------------------------------------------------------
     def setup(self, stage: str) -> None:
         """Convert the network and the loss (or make them native with ``manual=False``); pick the metric."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if self.task is None:
+            self.task = getattr(datamodule, "task", None) or "classification"
+        if self.loss_fn is None:
+            self.loss_fn = LOSSES["mse" if self.task == "regression" else "cross_entropy"]()
+        if self.task == "regression" and isinstance(self.loss_fn, CLASS_INDEX_LOSSES):
+            raise ValueError(
+                f"the task is regression but the loss {type(self.loss_fn).__name__} takes class ids; choose a "
+                f"regression loss ({', '.join(n for n in sorted(LOSSES) if n not in ('cross_entropy', 'nll'))}), "
+                "or leave loss unset (mse)"
+            )
         if self.manual:
             manual_backprop.convert(self.network, strict=self.strict)
             manual_backprop.convert(self.loss_fn)
         else:
             manual_backprop.restore(self.network)
             manual_backprop.restore(self.loss_fn)
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if self.task is None:
-            self.task = getattr(datamodule, "task", None) or "classification"
         if self.num_classes is None and self.task == "classification":
             self.num_classes = getattr(datamodule, "num_classes", None)
         if self.val_metric is None:

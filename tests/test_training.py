@@ -335,7 +335,7 @@ def test_a_manual_checkpoint_loads_with_weights_only(manual_checkpoint):
         assert torch.equal(state["state_dict"][name], p.detach()), name
     assert state["global_step"] == 4 and state["optimizer_states"][0]["state"]  # SGD's momentum buffers
     # the network instance is not among the hyper-parameters: only plain values, which weights_only allows
-    assert state["hyper_parameters"]["manual"] is True and state["hyper_parameters"]["loss"] == "cross_entropy"
+    assert state["hyper_parameters"]["manual"] is True and state["hyper_parameters"]["loss"] is None
     assert all(isinstance(value, str | int | float | bool | None) for value in state["hyper_parameters"].values())
 
 
@@ -588,3 +588,16 @@ def test_a_training_step_under_bf16_autocast_is_hand_written_through_and_through
     audit = mbp.audit_backward(loss)
     assert audit.ok, str(audit)
     assert all(p.grad.dtype == torch.float32 for p in module.parameters())
+
+
+def test_the_default_loss_follows_the_task_and_a_class_index_loss_on_regression_is_refused():
+    """Unset, the loss is cross-entropy for classification and mse for regression; cross-entropy or
+    NLL on a regression task would read float targets as class probabilities: refused at setup."""
+    classify, regress = ManualBackpropModule(MLP([4, 8, 3])), ManualBackpropModule(MLP([4, 8, 1]), task="regression")
+    classify.setup("fit")
+    regress.setup("fit")
+    assert isinstance(classify.loss_fn, nn.CrossEntropyLoss) and isinstance(regress.loss_fn, nn.MSELoss)
+    for loss in ("cross_entropy", "nll"):
+        with pytest.raises(ValueError, match=r"the task is regression but the loss .* takes class ids; choose a "
+                                             r"regression loss \(bce, bce_with_logits, huber, l1, mse, smooth_l1\)"):
+            ManualBackpropModule(MLP([4, 8, 2]), loss=loss, task="regression").setup("fit")
