@@ -28,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 from sklearn.datasets import load_digits
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset, TensorDataset, random_split
@@ -217,11 +218,15 @@ class SplitDataModule(pl.LightningDataModule):
         in the step the checkpoint is written. ``num_training_batches`` is the epoch's length, which
         ``limit_train_batches`` and ``overfit_batches`` may make shorter than the loader.
         """
-        if self.trainer is None:
-            raise RuntimeError(
-                f"{type(self).__name__}: its training loader is being checkpointed, but the DataModule is not "
-                "attached to the Trainer, so it cannot tell how many batches of the epoch were trained: pass it "
-                "as trainer.fit(model, datamodule=...)")
+        if self.trainer is None:  # its loaders were passed to trainer.fit themselves
+            if not getattr(self, "_warned_detached", False):
+                self._warned_detached = True
+                rank_zero_warn(
+                    f"{type(self).__name__}: its training loader is checkpointed, but the DataModule is not attached "
+                    "to the Trainer, so it cannot tell how many batches of the epoch were trained: a run resumed "
+                    "from this checkpoint starts the epoch again from its first batch. Pass it as "
+                    "trainer.fit(model, datamodule=...) for an exact resume.")
+            return 0, 1
         trained = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
         return trained, self.trainer.num_training_batches
 

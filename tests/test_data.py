@@ -232,11 +232,19 @@ def test_resuming_mid_epoch_with_other_data_settings_names_what_changed():
     _loader(50, 3, seed=4).load_state_dict({**state, "batches_trained": 0})
 
 
-def test_a_checkpoint_needs_the_datamodule_attached_to_the_trainer():
+def test_loaders_passed_without_their_datamodule_checkpoint_the_epoch_start_and_warn_once():
+    """trainer.fit(model, dm.train_dataloader(), ...): the loader cannot read the fit loop's progress,
+    so its checkpoint says "start of the epoch" (a resume repeats the epoch's first batches), with a
+    warning; the run itself is not stopped."""
     dm = XORDataModule(copies=2)
     dm.setup("fit")
-    with pytest.raises(RuntimeError, match=r"XORDataModule: .* not attached to the Trainer.*datamodule="):
-        dm.train_dataloader().state_dict()
+    loader = dm.train_dataloader()
+    with pytest.warns(UserWarning, match=r"XORDataModule: .* not attached to the Trainer.*starts the epoch again"):
+        state = loader.state_dict()
+    assert state["batches_trained"] == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loader.state_dict()  # once
 
 
 class BatchSpy(pl.Callback):
