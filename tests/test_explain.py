@@ -371,3 +371,16 @@ def test_agreement_is_relative_so_a_vanishing_gradient_is_still_checked():
         model[0].weight.fill_(15.0)  # z ≈ 30, σ saturated: σ′ ≈ e^−30 ≈ 1e-13, a vanishing gradient
     trace = mbp.explain(model, [[1.0, 1.0]], [[0.0]], weight="0.weight", index=(0, 0))
     assert 0 < abs(trace.grad) < 1e-11 and trace.tolerance < 1e-18 and trace.agrees
+
+
+def test_the_code_lines_docs_teaching_quotes_are_in_the_source():
+    """docs/teaching.md leads from the formulas to the code: every commented line it quotes from the
+    library (first section) must be a line of manual_backprop's source, as it is now."""
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "docs" / "teaching.md").read_text()
+    section = page.split("## From the formulas to the code", 1)[1].split("\n## ", 1)[0]
+    quoted = [line.strip() for block in re.findall(r"```python\n(.+?)```", section, re.S)
+              for line in block.splitlines() if "#" in line]
+    source = {line.strip() for path in (root / "manual_backprop").rglob("*.py")
+              for line in path.read_text().splitlines()}
+    assert quoted and [line for line in quoted if line not in source] == []
