@@ -70,6 +70,12 @@ class _Parser(LightningArgumentParser):
     """LightningCLI's parser, whose errors about a name that does not resolve list the valid choices."""
 
     def error(self, message: str, ex: Exception | None = None):
+        # jsonargparse reports a class that refused its arguments as one of a union's failed subtypes;
+        # the class's own message (a missing file, a bad column, ...) goes first, its wording after it
+        reasons = [m.group(1) for line in message.splitlines()
+                   if (m := re.match(r"\s+- ([A-Z]\w*: .+)$", line)) and not m.group(1).split(":")[0].endswith("Error")]
+        if "Does not validate against any of the Union subtypes" in message and reasons:
+            message = f"{reasons[0]}\n\n  (jsonargparse: {message.strip()})"
         match = re.search(r'Parser key "(?:\w+\.)?(model\.network|model\.loss|model\.optimizer|model\.lr_scheduler|'
                           r'data)[".]', message)
         choices = _choices(match.group(1)) if match else None

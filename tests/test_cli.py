@@ -102,3 +102,13 @@ def test_default_fit_learns_the_digits_in_well_under_a_minute(tmp_path):
     assert [s.step for s in events.Scalars("parity/fc1")][:3] == [0, 50, 100]
     assert all(s.value < 1e-4 for s in events.Scalars("parity/fc1"))
     assert "GradientParityCallback" not in done.stderr
+
+
+def test_a_datamodules_own_error_is_the_headline(tmp_path, capsys, monkeypatch):
+    """A missing file is what the user reads first, not jsonargparse's 'union subtypes' wording."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--data=TabularDataModule", "--data.path=missing.csv", "--data.target=y"])
+    assert done.value.code != 0
+    err = capsys.readouterr().err
+    assert f"error: TabularDataModule: no such file: {tmp_path / 'missing.csv'}\n" in err
