@@ -428,6 +428,7 @@ def _published(spec: Any, example: WorkedExample, where: str) -> dict[str, Any]:
         raise WorkedExampleError(f"{where}: published must be a mapping with keys {list(_PUBLISHED_KEYS)}; got "
                                  f"{sorted(spec) if isinstance(spec, Mapping) else spec!r}")
     units = {u for layer in example.unit_names for u in layer}
+    computing = {u for layer in example.unit_names[1:] for u in layer}  # an input unit has no I_j, δ_j, Err_j
     params = {n for layer in example.weight_names for row in layer for n in row} | {
         n for layer in example.bias_names for n in layer}
     out: dict[str, Any] = {}
@@ -443,7 +444,8 @@ def _published(spec: Any, example: WorkedExample, where: str) -> dict[str, Any]:
             if key in _PUBLISHED_UNIT_KEYS and example.inputs.shape[0] != 1:
                 raise WorkedExampleError(f"{at}: published values per unit need one sample; the file has "
                                          f"{example.inputs.shape[0]}")
-            valid = (units if key in _PUBLISHED_UNIT_KEYS else params if key == "new" else None)
+            valid = (units if key == "output" else computing if key in _PUBLISHED_UNIT_KEYS
+                     else params if key == "new" else None)
             entries = {}
             for name, number in value.items():
                 if key == "loss_at_step":

@@ -302,3 +302,14 @@ def test_an_unreadable_file_is_reported(tmp_path, capsys):
         main(["explain", str(tmp_path / "missing.yaml")])
     err = capsys.readouterr().err
     assert "not a file, nor one of the shipped examples ['han-kamber', 'mazur']" in err
+
+
+@pytest.mark.parametrize("key", ["net_input", "Err", "delta"])
+def test_a_published_value_an_input_unit_cannot_have_is_refused_when_loading(tmp_path, key):
+    """An input unit has an output (its x) but no net input, δ or Err: named at load, not a traceback later."""
+    spec = yaml.safe_load(WORKED_EXAMPLES["han-kamber"].read_text(encoding="utf-8"))
+    spec["published"] = {key: {"1": 0.1}}
+    path = tmp_path / "net.yaml"
+    path.write_text(yaml.safe_dump(spec, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(WorkedExampleError, match=rf"published.{key}: no unit named '1'; the names are \['4', '5', "):
+        load_worked_example(path)
