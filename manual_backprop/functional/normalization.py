@@ -200,10 +200,10 @@ class Normalization(ManualFunction):
         x_hat, rstd = Normalization._x_hat(ctx, x, running)  # x̂ and 1/σ
         delta = delta.to(x_hat.dtype)  # δ in the dtype the arithmetic runs in
         grad_x = grad_weight = grad_bias = None
+        if ctx.training and x.numel() > 0 and reduction.params_per_set(x):
+            return Normalization._per_channel_backward(ctx, delta, x, weight, x_hat, rstd)
         if ctx.needs_input_grad[0]:
             g = delta if weight is None else delta * _broadcast(weight, x_hat, reduction)  # g = ∂C/∂x̂ = δ ⊙ γ
-            if ctx.training and x.numel() > 0 and reduction.params_per_set(x):
-                return Normalization._per_channel_backward(ctx, delta, x, weight, x_hat, rstd)
             if ctx.training:
                 grad_x = _project(g, x_hat, rstd, reduction)  # ∂C/∂x = (1/σ)(g − mean g − x̂ ⊙ mean(g ⊙ x̂))
             else:
