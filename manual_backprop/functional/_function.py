@@ -95,19 +95,24 @@ class ManualFunction(torch.autograd.Function):
     @classmethod
     def call(cls, *args):
         """Apply the Function: with its ``jvp`` in eager mode, without it inside ``torch.compile``."""
-        return cls.apply(*args) if torch.compiler.is_compiling() else _apply(cls.with_jvp, args)
+        return _call(cls, args)
+
+
+def _call(cls: type[ManualFunction], args: tuple):
+    """What ``ManualFunction.call`` does, for the overrides of ``call`` below to share."""
+    return cls.apply(*args) if torch.compiler.is_compiling() else _apply(cls.with_jvp, args)
 
 
 def _call_in_float32(cls, *args):
     """``call``, with half-precision inputs cast to float32 and autocast off while autocast is on."""
     if not torch._C._is_any_autocast_enabled():  # the usual case, without looking for the device
-        return cls.apply(*args) if torch.compiler.is_compiling() else _apply(cls.with_jvp, args)
+        return _call(cls, args)
     device = _device_type(args)
     if torch.is_autocast_enabled(device):
         args = tuple(Cast.call(a, torch.float32) if _low_precision(a) else a for a in args)
         with torch.autocast(device, enabled=False):
-            return cls.apply(*args) if torch.compiler.is_compiling() else _apply(cls.with_jvp, args)
-    return cls.apply(*args) if torch.compiler.is_compiling() else _apply(cls.with_jvp, args)
+            return _call(cls, args)
+    return _call(cls, args)
 
 
 def float32_under_autocast(*functions: type[ManualFunction]) -> None:
