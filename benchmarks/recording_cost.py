@@ -59,6 +59,8 @@ from lightning_modules.callbacks import ErrorTermLogger  # noqa: E402
 from lightning_modules.data import DigitsDataModule  # noqa: E402
 from lightning_modules.module import ManualBackpropModule  # noqa: E402
 
+from _machine import cpu_name  # noqa: E402  (benchmarks/, the script's own folder)
+
 DOCS = ROOT / "docs" / "performance.md"
 BEGIN, END = "<!-- recording_cost: begin (written by benchmarks/recording_cost.py) -->", "<!-- recording_cost: end -->"
 
@@ -233,16 +235,6 @@ def measure(repeats: int, max_steps: int, extra: type[pl.Callback] = ErrorTermLo
     return result
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def report(result: Result, repeats: int, command: str, extra: type[pl.Callback]) -> str:
     """The docs section: the ratios, what was timed, the machine, the versions and the command."""
     def spread(values):
@@ -269,7 +261,7 @@ def report(result: Result, repeats: int, command: str, extra: type[pl.Callback])
         f" {statistics.median(result.without_batch_ms):.2f} ms and {statistics.median(result.with_batch_ms):.2f} ms."
         + per_logged_step,
         "",
-        f"- Machine: {_cpu()}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()};"
+        f"- Machine: {cpu_name()}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()};"
         f" torch threads: {torch.get_num_threads()}.",
         f"- Versions: Python {platform.python_version()}, torch {torch.__version__}, pytorch-lightning"
         f" {pl.__version__}, tensorboard {tensorboard.__version__}.",

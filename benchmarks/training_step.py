@@ -67,6 +67,8 @@ sys.path.insert(0, str(ROOT))  # run as a script from a checkout: manual_backpro
 import manual_backprop  # noqa: E402
 from tests.zoo import LSTMTagger, TransformerEncoderModel  # noqa: E402
 
+from _machine import cpu_name  # noqa: E402  (benchmarks/, the script's own folder)
+
 DOCS = ROOT / "docs" / "performance.md"
 BEGIN, END = "<!-- training_step: begin (written by benchmarks/training_step.py) -->", "<!-- training_step: end -->"
 
@@ -398,16 +400,6 @@ def measure(spec: Spec, device: torch.device, quick: bool, pairs: int, compile_:
 
 
 # -- the report --------------------------------------------------------------------------------------
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _code_version() -> str:
     """The commit measured, and whether the working tree differed from it."""
     try:
@@ -485,7 +477,7 @@ def report(rows: list[Row], compile_: bool, quick: bool, command: str, code: str
         lines.append(notes)
     lines.append("")
     devices = {row.device for row in rows}
-    lines.append(f"- Machine: {_cpu()}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
+    lines.append(f"- Machine: {cpu_name()}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
                  + (f"; GPU: {torch.cuda.get_device_name()}" if "cuda" in devices else
                     "; no GPU (CUDA not available: no CUDA rows)") + ".")
     lines.append(f"- Versions: Python {platform.python_version()}, torch {torch.__version__}; manual_backprop at"
