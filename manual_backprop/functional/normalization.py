@@ -239,24 +239,90 @@ class Normalization(ManualFunction):
 
     @staticmethod
     def jvp(ctx, tangent_x, tangent_weight, tangent_bias, *_):
-        x, weight, *running = ctx.saved_tensors
+        return _normalization_jvp(ctx, tangent_x, tangent_weight, tangent_bias)
+
+
+def _normalization_jvp(ctx, tangent_x, tangent_weight, tangent_bias) -> Tensor:
+    """ẏ = γ ⊙ ẋ̂ + γ̇ ⊙ x̂ + β̇ (see :class:`Normalization`), from the x and γ saved first in ``ctx``."""
+    x, weight, *running = ctx.saved_tensors
+    reduction = ctx.reduction
+    x_hat, rstd = Normalization._x_hat(ctx, x, running)  # x̂ and 1/σ
+    tangent_y = torch.zeros_like(x_hat)
+    if tangent_x is not None:
+        tangent_x = tangent_x.to(x_hat.dtype)
+        if ctx.training:
+            tangent_x_hat = _project(tangent_x, x_hat, rstd, reduction)  # ẋ̂ = (1/σ)(ẋ − mean ẋ − x̂ mean(ẋ x̂))
+        else:
+            tangent_x_hat = tangent_x * rstd  # ẋ̂ = ẋ/σ_run
+        if weight is not None:
+            tangent_x_hat = tangent_x_hat * _broadcast(weight, x_hat, reduction)  # γ ⊙ ẋ̂
+        tangent_y = tangent_y + tangent_x_hat
+    if tangent_weight is not None:
+        tangent_y = tangent_y + _broadcast(tangent_weight, x_hat, reduction) * x_hat  # γ̇ ⊙ x̂
+    if tangent_bias is not None:
+        tangent_y = tangent_y + _broadcast(tangent_bias, x_hat, reduction)  # β̇
+    return tangent_y.to(x.dtype)
+
+
+class BatchNormTraining(Normalization):
+    """:class:`Normalization` for BatchNorm with batch statistics, its forward computed by torch's
+    ``native_batch_norm`` forward, which also returns the statistics μ and 1/σ per channel (and updates
+    the running ones): backward then needs no pass over x to find them again.
+
+    Outputs (y, μ, 1/σ); μ and 1/σ are not differentiable. γ is one constant per channel, so (see
+    :meth:`Normalization._per_channel_backward`)
+
+        ∂C/∂x = (γ/σ)(δ − Σδ/N − x̂ ⊙ Σ(δ ⊙ x̂)/N),   ∂C/∂γ = Σ δ ⊙ x̂,   ∂C/∂β = Σ δ
+
+    When no second derivative is being built (grad mode off in backward), x̂ comes from the saved μ and
+    1/σ and ∂C/∂x is formed in place, in three passes: (γ/σ)·δ + (−(γ/σ)·Σδx̂/N)·x̂ − (γ/σ)·Σδ/N, a
+    per-channel "a·δ + b·x̂ + c". Otherwise x̂ and 1/σ are recomputed from x, so that the second
+    derivative sees how they depend on x.
+    """
+
+    @staticmethod
+    def forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, running_mean: Tensor | None,
+                running_var: Tensor | None, training: bool, momentum: float, eps: float,
+                reduction: Reduction) -> tuple[Tensor, Tensor, Tensor]:
+        return torch.native_batch_norm(x, weight, bias, running_mean, running_var, True, momentum,
+                                       eps)  # (y = γ ⊙ x̂ + β, μ, 1/σ)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, _, _, ctx.training, _, ctx.eps, ctx.reduction = inputs
+        _, mu, rstd = output
+        ctx.mark_non_differentiable(mu, rstd)
+        ctx.bias_like = None if bias is None else (bias.shape, bias.dtype)
+        ctx.save_for_backward(x, weight, mu, rstd)
+        ctx.save_for_forward(x, weight, mu, rstd)
+
+    @staticmethod
+    def backward(ctx, delta: Tensor, _grad_mu, _grad_rstd):
+        x, weight, mu, rstd = ctx.saved_tensors
+        if torch.is_grad_enabled():  # a second derivative: x̂ and 1/σ as functions of x
+            x_hat, rstd, _, _ = _standardize(x, ctx.reduction, ctx.eps)
+            return Normalization._per_channel_backward(ctx, delta, x, weight, x_hat, rstd)
         reduction = ctx.reduction
-        x_hat, rstd = Normalization._x_hat(ctx, x, running)  # x̂ and 1/σ
-        tangent_y = torch.zeros_like(x_hat)
-        if tangent_x is not None:
-            tangent_x = tangent_x.to(x_hat.dtype)
-            if ctx.training:
-                tangent_x_hat = _project(tangent_x, x_hat, rstd, reduction)  # ẋ̂ = (1/σ)(ẋ − mean ẋ − x̂ mean(ẋ x̂))
-            else:
-                tangent_x_hat = tangent_x * rstd  # ẋ̂ = ẋ/σ_run
-            if weight is not None:
-                tangent_x_hat = tangent_x_hat * _broadcast(weight, x_hat, reduction)  # γ ⊙ ẋ̂
-            tangent_y = tangent_y + tangent_x_hat
-        if tangent_weight is not None:
-            tangent_y = tangent_y + _broadcast(tangent_weight, x_hat, reduction) * x_hat  # γ̇ ⊙ x̂
-        if tangent_bias is not None:
-            tangent_y = tangent_y + _broadcast(tangent_bias, x_hat, reduction)  # β̇
-        return tangent_y.to(x.dtype)
+        n = reduction.count(x)
+        mu, rstd = mu.reshape(reduction.param_shape), rstd.reshape(reduction.param_shape)
+        x_hat = torch.sub(x, mu).mul_(rstd)  # x̂ = (x − μ)/σ
+        sum_delta = delta.sum(reduction.dims, keepdim=True)  # Σδ: through μ, and ∂C/∂β
+        sum_delta_x_hat = (delta * x_hat).sum(reduction.dims, keepdim=True)  # Σδ ⊙ x̂: through σ, and ∂C/∂γ
+        scale = rstd if weight is None else rstd * _broadcast(weight, x_hat, reduction)  # γ/σ
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = delta * scale  # (γ/σ) δ: directly
+            grad_x = grad_x.addcmul_(x_hat, scale * sum_delta_x_hat / -n)  # − (γ/σ) x̂ Σδx̂/N: through σ
+            grad_x = grad_x.sub_(scale * sum_delta / n)  # − (γ/σ) Σδ/N: through μ
+        if ctx.needs_input_grad[1]:
+            grad_weight = _sum_over_shared(sum_delta_x_hat, reduction, (weight.shape, weight.dtype))  # ∂C/∂γ = Σ δ ⊙ x̂
+        if ctx.needs_input_grad[2]:
+            grad_bias = _sum_over_shared(sum_delta, reduction, ctx.bias_like)  # ∂C/∂β = Σ δ
+        return grad_x, grad_weight, grad_bias, None, None, None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, tangent_x, tangent_weight, tangent_bias, *_):
+        return _normalization_jvp(ctx, tangent_x, tangent_weight, tangent_bias), None, None
 
 
 def _channel_window_sum(t: Tensor, before: int, after: int) -> Tensor:
@@ -400,8 +466,11 @@ def batch_norm(
         if running_mean is None:
             raise LayerInputError(f"{name}: running_mean and running_var must be given in evaluation mode")
     reduction = Reduction((0, *range(2, input.dim())), _per_channel(input))
-    return Normalization.call(input, weight, bias, running_mean, running_var, bool(training), float(momentum),
-                              float(eps), reduction)
+    args = (input, weight, bias, running_mean, running_var, bool(training), float(momentum), float(eps), reduction)
+    if training and input.numel() > 0 and input.dtype in (torch.float32, torch.float64) and all(
+            t is None or t.dtype == input.dtype for t in (weight, bias, running_mean, running_var)):
+        return BatchNormTraining.call(*args)[0]  # torch's kernel finds μ and 1/σ, and keeps them for backward
+    return Normalization.call(*args)
 
 
 def _instance_norm(
