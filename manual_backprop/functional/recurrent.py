@@ -71,10 +71,11 @@ class _ElmanStep:
     """
 
     gates = 1
+    one_sum = True  # the step reads only z = gi + gh
 
     @classmethod
     def step(cls, gi, gh, state, w_hr):
-        pre = gi + gh  # z = x W_ihᵀ + b_ih + h W_hhᵀ + b_hh
+        pre = gi if gh is None else gi + gh  # z = x W_ihᵀ + b_ih + h W_hhᵀ + b_hh (gh None: gi holds all of z)
         h_new = cls.f(pre)  # h' = f(z)
         return (h_new,), (pre,)
 
@@ -125,18 +126,26 @@ class LSTMStep:
     """
 
     gates = 4
+    one_sum = True  # the step reads only z = gi + gh
 
     @staticmethod
     def step(gi, gh, state, w_hr):
         c = state[1]
-        pre = gi + gh  # z: every gate's pre-activation
-        z_i, z_f, z_g, z_o = pre.chunk(4, -1)
-        i, f, g, o = torch.sigmoid(z_i), torch.sigmoid(z_f), torch.tanh(z_g), torch.sigmoid(z_o)
-        c_new = f * c + i * g  # c' = f ⊙ c + i ⊙ g
+        pre = gi if gh is None else gi + gh  # z: every gate's pre-activation (gh None: gi holds all of z)
+        sigma = torch.sigmoid(pre)  # σ over the whole gate row, one call (its g block goes unused)
+        i, f, _, o = sigma.chunk(4, -1)
+        g = torch.tanh(pre.narrow(-1, 2 * c.shape[-1], c.shape[-1]))  # g = tanh(z_g)
+        c_new = torch.addcmul(f * c, i, g)  # c' = f ⊙ c + i ⊙ g
         tanh_c = torch.tanh(c_new)
         m = o * tanh_c  # m = o ⊙ tanh(c')
         h_new = m if w_hr is None else m @ w_hr.T  # h' = m, or its projection m · W_hrᵀ
-        return (h_new, c_new), (pre, i, f, g, o, c_new, tanh_c, m)
+        return (h_new, c_new), (pre, sigma, g, c_new, tanh_c, m)
+
+    @staticmethod
+    def kept(acts, state):
+        """What :meth:`backward_through_time` reads of one step: σ(z), g, c, tanh(c'), h."""
+        _, sigma, g, _, tanh_c, _ = acts
+        return sigma, g, state[1], tanh_c, state[0]
 
     @staticmethod
     def _slopes(pre, c_new):
@@ -150,7 +159,8 @@ class LSTMStep:
 
     @staticmethod
     def backward(acts, state, grad_new, w_hr):
-        pre, i, f, g, o, c_new, tanh_c, m = acts
+        pre, sigma, g, c_new, tanh_c, m = acts
+        i, f, _, o = sigma.chunk(4, -1)
         slope_gates, slope_c = LSTMStep._slopes(pre, c_new)
         c = state[1]
         grad_h_new, grad_c_new = grad_new
@@ -167,7 +177,8 @@ class LSTMStep:
 
     @staticmethod
     def jvp(acts, state, tangent_gi, tangent_gh, tangent_state, w_hr, tangent_w_hr):
-        pre, i, f, g, o, c_new, tanh_c, m = acts
+        pre, sigma, g, c_new, tanh_c, m = acts
+        i, f, _, o = sigma.chunk(4, -1)
         slope_gates, slope_c = LSTMStep._slopes(pre, c_new)
         c = state[1]
         tangent_c = tangent_state[1]
@@ -178,6 +189,49 @@ class LSTMStep:
         if w_hr is None:
             return tangent_m, tangent_c_new
         return tangent_m @ w_hr.T + m @ tangent_w_hr.T, tangent_c_new  # ḣ' = ṁ W_hrᵀ + m Ẇ_hrᵀ
+
+    @staticmethod
+    def backward_through_time(kept, grad_y, carried, w_hh, w_hr, batch_sizes, order):
+        """One direction's backward from what forward kept (time-major rows of σ(z), g, c, tanh(c'), h
+        of every step, :meth:`kept`), without running the steps again. Not differentiable in the saved
+        activations, so :class:`Recurrence` takes it only when no second derivative is asked for.
+
+        Every factor that does not depend on the gradient is formed once, for all steps:
+            K = [g ⊙ σ′(z_i), c ⊙ σ′(z_f), i ⊙ tanh′(z_g), tanh(c') ⊙ σ′(z_o)]    (σ′ = a(1 − a), tanh′ = 1 − g²)
+            ∂m/∂c' = o ⊙ (1 − tanh²c')
+        leaving per step, from its last one back to its first:
+            ∂C/∂h_t = ∂C/∂y_t + δ_{t+1} · W_hh     ∂C/∂m = ∂C/∂h_t (· W_hr with a projection)
+            ∂C/∂c' = ∂C/∂c_t (carried) + ∂C/∂m ⊙ ∂m/∂c'
+            δ_t = [∂C/∂c', ∂C/∂c', ∂C/∂c', ∂C/∂m] ⊙ K       ∂C/∂c_{t−1} = ∂C/∂c' ⊙ f
+        Returns δ of every step as rows, the carried (∂C/∂h_0, ∂C/∂c_0) and ∂C/∂W_hr (None without W_hr).
+        """
+        sigma, g, c, tanh_c, _ = kept
+        i, f, _, o = sigma.chunk(4, -1)
+        slope = sigma - sigma * sigma  # σ′ = a(1 − a) of every gate row (the g block goes unused)
+        slope_i, slope_f, _, slope_o = slope.chunk(4, -1)
+        gate_factor = torch.cat([g * slope_i, c * slope_f, i * (1 - g * g), tanh_c * slope_o], -1)  # K
+        cell_factor = o * (1 - tanh_c * tanh_c)  # ∂m/∂c' = o ⊙ tanh′(c')
+        carried_h, carried_c = carried
+        deltas, grads_h = [None] * len(batch_sizes), [None] * len(batch_sizes)
+        # each step's rows, as views split off in one call each
+        grads_y, cell_factors, gate_factors, fs = (r.split(batch_sizes) for r in (grad_y, cell_factor, gate_factor, f))
+        pending = None  # δ of the step just done, not yet multiplied by W_hh
+        for t in order:
+            n, grad_y_t = batch_sizes[t], grads_y[t]
+            if pending is not None and pending.shape[0] == n:
+                grad_h = torch.addmm(grad_y_t, pending, w_hh)  # ∂C/∂h_t = ∂C/∂y_t + δ_{t+1} · W_hh
+            else:  # the first step back, or a packed batch that changed size: go through the full carried rows
+                if pending is not None:
+                    carried_h = _first_rows_replaced(carried_h, pending @ w_hh)  # δ_{t+1} · W_hh
+                grad_h = grad_y_t + _first_rows(carried_h, n)  # ∂C/∂h_t = ∂C/∂y_t + what came back
+            grad_m = grad_h if w_hr is None else grad_h @ w_hr  # ∂C/∂m = ∂C/∂h_t (· W_hr)
+            grad_c = torch.addcmul(_first_rows(carried_c, n), grad_m, cell_factors[t])  # ∂C/∂c'
+            pending = torch.cat([grad_c, grad_c, grad_c, grad_m], -1) * gate_factors[t]  # δ_t
+            carried_c = _first_rows_replaced(carried_c, grad_c * fs[t])  # ∂C/∂c_{t−1} = ∂C/∂c' ⊙ f
+            deltas[t], grads_h[t] = pending, grad_h
+        carried_h = _first_rows_replaced(carried_h, pending @ w_hh)  # past the first step: ∂C/∂h_0
+        grad_w_hr = None if w_hr is None else torch.cat(grads_h).T @ (o * tanh_c)  # Σ_t ∂C/∂h_tᵀ · m_t
+        return torch.cat(deltas), (carried_h, carried_c), grad_w_hr
 
 
 class GRUStep:
@@ -196,6 +250,7 @@ class GRUStep:
     """
 
     gates = 3
+    one_sum = False  # n reads gh_n apart from gi_n
 
     @staticmethod
     def step(gi, gh, state, w_hr):
@@ -420,6 +475,11 @@ def _time_order(steps: int, direction: int) -> range:
     return range(steps) if direction == 0 else range(steps - 1, -1, -1)
 
 
+def _first_rows(full: Tensor, n: int) -> Tensor:
+    """The first n rows (the samples taking a step; all of them unless packed)."""
+    return full if full.shape[0] == n else full[:n]
+
+
 def _first_rows_replaced(full: Tensor, first: Tensor) -> Tensor:
     """``full`` with its first rows replaced by ``first``: the samples that took this step get their
     new state; the others (a packed sequence that ended, or not yet started in reverse) keep theirs."""
@@ -428,39 +488,70 @@ def _first_rows_replaced(full: Tensor, first: Tensor) -> Tensor:
     return torch.cat([first, full[first.shape[0]:]])
 
 
-def _through_time(kind, layout: Layout, x: Tensor, states: list[Tensor], masks, params):
+def _through_time(kind, layout: Layout, x: Tensor, states: list[Tensor], masks, params, keep: bool = False):
     """Run every layer and direction over the rows ``x``; ``states`` are h0 (and c0), (L·D, B, ·).
 
-    Returns the top layer's output rows, the final states (L·D, B, ·), and the tape backward and jvp
-    read: for each layer its input rows and, per direction, each step's (t, previous state, activations).
+    Returns the top layer's output rows, the final states (L·D, B, ·), the tape backward and jvp
+    read: for each layer its input rows and, per direction, each step's (t, previous state, activations),
+    and, with ``keep``, what ``kind.backward_through_time`` reads, as tensors: each layer's input rows
+    (but layer 0's, the Function's input) and, per direction, ``kind.kept`` of every step as time-major rows.
+
+    A step that reads only z = gi + gh (``kind.one_sum``) gets both biases in the all-steps product,
+    gi = x W_ihᵀ + (b_ih + b_hh), and then z_t = gi_t + h_{t−1} W_hhᵀ is one addmm per step.
     """
-    offsets = _offsets(layout.batch_sizes)
     steps = len(layout.batch_sizes)
     finals: list[list[Tensor]] = [[] for _ in states]
-    tape = []
+    tape, kept = [], []
     for layer in range(layout.num_layers):
         outputs, runs = [], []
+        if keep and layer > 0:
+            kept.append(x)
         for direction in range(layout.directions):
             w_ih, w_hh, b_ih, b_hh, w_hr = _pick(params, _weights(layout, params, layer, direction))
-            gi = F.linear(x, w_ih, b_ih)  # the input's share of every gate, for all steps at once
+            if kind.one_sum:
+                gi = F.linear(x, w_ih, None if b_ih is None else b_ih + b_hh)  # x W_ihᵀ + b_ih + b_hh, all steps
+            else:
+                gi = F.linear(x, w_ih, b_ih)  # the input's share of every gate, for all steps at once
             state = tuple(s[layer * layout.directions + direction] for s in states)
-            y, run = [None] * steps, []
+            y, run, kept_steps = [None] * steps, [], [None] * steps
+            gis, w_hh_t = gi.split(layout.batch_sizes), w_hh.T  # each step's rows of gi (views, one call)
             for t in _time_order(steps, direction):
                 n = layout.batch_sizes[t]
-                previous = tuple(s[:n] for s in state)
-                gh = F.linear(previous[0], w_hh, b_hh)  # the recurrent share, h_{t−1} W_hhᵀ + b_hh
-                new, acts = kind.step(gi.narrow(0, offsets[t], n), gh, previous, w_hr)
+                previous = tuple(_first_rows(s, n) for s in state)
+                if kind.one_sum:  # z = gi_t + h_{t−1} W_hhᵀ
+                    new, acts = kind.step(torch.addmm(gis[t], previous[0], w_hh_t), None, previous, w_hr)
+                else:
+                    gh = F.linear(previous[0], w_hh, b_hh)  # the recurrent share, h_{t−1} W_hhᵀ + b_hh
+                    new, acts = kind.step(gis[t], gh, previous, w_hr)
                 state = tuple(_first_rows_replaced(s, s_new) for s, s_new in zip(state, new))
                 y[t] = new[0]
                 run.append((t, previous, acts))
+                if keep:
+                    kept_steps[t] = kind.kept(acts, previous)
             for final, s in zip(finals, state):
                 final.append(s)
             outputs.append(torch.cat(y))
             runs.append(run)
+            if keep:
+                kept.extend(torch.cat(rows) for rows in zip(*kept_steps))
         tape.append((x, runs))
         out = torch.cat(outputs, -1) if layout.directions > 1 else outputs[0]  # y_t = [h_t forward, h_t reverse]
         x = out * masks[layer] if masks is not None and layer < layout.num_layers - 1 else out  # dropout between layers
-    return out, [torch.stack(final) for final in finals], tape
+    return out, [torch.stack(final) for final in finals], tape, kept
+
+
+def _unflatten_kept(x0: Tensor, kept: list[Tensor], layout: Layout):
+    """What :func:`_through_time` kept, flat, back in its places: each layer's input rows (layer 0's is
+    ``x0``), and per layer and direction the rows of ``kind.kept``."""
+    per_direction = (len(kept) - layout.num_layers + 1) // (layout.num_layers * layout.directions)
+    xs, rows, at = [x0], [], 0
+    for layer in range(layout.num_layers):
+        if layer > 0:
+            xs.append(kept[at])
+            at += 1
+        rows.append([kept[at + d * per_direction:at + (d + 1) * per_direction] for d in range(layout.directions)])
+        at += layout.directions * per_direction
+    return xs, rows
 
 
 class Recurrence(ManualFunction):
@@ -484,45 +575,65 @@ class Recurrence(ManualFunction):
     take a step; the other rows of the state pass through unchanged, and so do their gradients.
     The caller's layout (batch_first, unbatched, a PackedSequence's sort order) is undone on the way in
     and redone on the way out; those are permutations, whose chain rule is the inverse permutation.
-    Backward first re-runs the forward from the saved inputs to get the gates back (saving only
-    inputs keeps second derivatives right). Forward mode runs the same loop forwards with tangents.
+    A step kind with ``backward_through_time`` (the LSTM) has forward keep its activations (``keep``:
+    returned as extra, non-differentiable outputs, which the public wrappers drop), and a backward that
+    is not asked for second derivatives reads them; every other backward first re-runs the forward
+    from the saved inputs to get the gates back (built from the inputs, so second derivatives are
+    right). Forward mode runs the same loop forwards with tangents.
     Index letters: t time, n sample, i input features, h hidden features, g gate rows, ℓ layer.
     """
 
     @staticmethod
-    def forward(kind, layout, input, h0, c0, masks, sorted_indices, unsorted_indices, *params):
+    def forward(kind, layout, input, h0, c0, masks, sorted_indices, unsorted_indices, keep, *params):
         states = [_states_in(s, layout, sorted_indices) for s in (h0, c0) if s is not None]
-        out, finals, _ = _through_time(kind, layout, _to_rows(input, layout), states, masks, params)
-        return (_from_rows(out, layout), *[_states_out(s, layout, unsorted_indices) for s in finals])
+        out, finals, _, kept = _through_time(kind, layout, _to_rows(input, layout), states, masks, params, keep)
+        return (_from_rows(out, layout), *[_states_out(s, layout, unsorted_indices) for s in finals], *kept)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.kind, ctx.layout = inputs[:2]
-        ctx.save_for_backward(*inputs[2:])
-        ctx.save_for_forward(*inputs[2:])
+        ctx.outputs = 3 if inputs[4] is not None else 2  # y, h_n (, c_n with a c0); the rest was kept
+        ctx.kept = len(output) - ctx.outputs
+        ctx.mark_non_differentiable(*output[ctx.outputs:])
+        ctx.save_for_backward(*inputs[2:8], *inputs[9:], *output[ctx.outputs:])
+        ctx.save_for_forward(*inputs[2:8], *inputs[9:])
 
     @staticmethod
     def backward(ctx, grad_output, *grad_finals):
         kind, layout = ctx.kind, ctx.layout
         input, h0, c0, masks, sorted_indices, unsorted_indices, *params = ctx.saved_tensors
+        params, kept = params[:len(ctx.needs_input_grad) - 9], params[len(ctx.needs_input_grad) - 9:]
+        grad_finals = grad_finals[:ctx.outputs - 1]  # the kept activations have no gradient
         states = [_states_in(s, layout, sorted_indices) for s in (h0, c0) if s is not None]
-        _, _, tape = _through_time(kind, layout, _to_rows(input, layout), states, masks, params)  # the gates again
+        fast = bool(kept) and not torch.is_grad_enabled()  # no second derivative asked for: read what forward kept
+        if fast:
+            xs, kept = _unflatten_kept(_to_rows(input, layout), kept, layout)
+        else:
+            _, _, tape, _ = _through_time(kind, layout, _to_rows(input, layout), states, masks, params)  # gates again
         offsets = _offsets(layout.batch_sizes)
-        needs = ctx.needs_input_grad[8:]
+        needs = ctx.needs_input_grad[9:]
         grad_params: list[Tensor | None] = [None] * len(params)
         grad_y = _to_rows(grad_output, layout)  # ∂C/∂y_t of the top layer, as time-major rows
         grad_finals = [_states_out_adjoint(g, layout, unsorted_indices) for g in grad_finals]  # ∂C/∂h_n (, ∂C/∂c_n)
         grad_states0: list[list] = [[None] * (layout.num_layers * layout.directions) for _ in states]
         for layer in reversed(range(layout.num_layers)):
-            x, runs = tape[layer]
+            x, runs = (xs[layer], None) if fast else tape[layer]
             grad_x = None
             for direction in range(layout.directions):
                 indices = _weights(layout, params, layer, direction)
                 w_ih, w_hh, _, _, w_hr = _pick(params, indices)
                 grad_y_own = grad_y.chunk(layout.directions, -1)[direction]  # this direction's half of y_t
                 carried = [g[layer * layout.directions + direction] for g in grad_finals]  # ∂C/∂h_n to start
-                delta_i: list[Tensor | None] = [None] * len(layout.batch_sizes)
-                delta_h, h_previous, grad_w_hr = [], [], None
+                if fast:
+                    rows = kept[layer][direction]
+                    delta_i, carried, grad_w_hr = kind.backward_through_time(
+                        rows, grad_y_own, carried, w_hh, w_hr, layout.batch_sizes,
+                        reversed(_time_order(len(layout.batch_sizes), direction)))
+                    delta_h, h_previous = delta_i, rows[-1]  # δ_h = δ_i; h_{t−1} of every step
+                    runs = [[]] * layout.directions  # no step left to take below
+                else:
+                    delta_i = [None] * len(layout.batch_sizes)
+                    delta_h, h_previous, grad_w_hr = [], [], None
                 for t, previous, acts in reversed(runs[direction]):
                     n = layout.batch_sizes[t]
                     grad_h = carried[0][:n] + grad_y_own.narrow(0, offsets[t], n)  # ∂C/∂h_t: output at t + step t+1
@@ -538,7 +649,8 @@ class Recurrence(ManualFunction):
                         grad_w_hr = g_w_hr if grad_w_hr is None else grad_w_hr + g_w_hr  # Σ_t ∂C/∂h_tᵀ m_t
                 for grad_state0, g in zip(grad_states0, carried):
                     grad_state0[layer * layout.directions + direction] = g  # carried past the first step: ∂C/∂h_0
-                delta_i, delta_h, h_previous = torch.cat(delta_i), torch.cat(delta_h), torch.cat(h_previous)
+                if not fast:
+                    delta_i, delta_h, h_previous = torch.cat(delta_i), torch.cat(delta_h), torch.cat(h_previous)
                 if layer > 0 or ctx.needs_input_grad[2]:
                     grad_x_own = delta_i @ w_ih  # ∂C/∂x_t = δ_i,t · W_ih, every step at once
                     grad_x = grad_x_own if grad_x is None else grad_x + grad_x_own  # both directions read x_t
@@ -558,14 +670,15 @@ class Recurrence(ManualFunction):
         grad_states0 = [_states_in_adjoint(torch.stack(g), layout, sorted_indices) for g in grad_states0]
         grad_h0 = grad_states0[0] if ctx.needs_input_grad[3] else None  # ∂C/∂h_0
         grad_c0 = grad_states0[1] if len(grad_states0) > 1 and ctx.needs_input_grad[4] else None  # ∂C/∂c_0
-        return None, None, grad_input, grad_h0, grad_c0, None, None, None, *grad_params
+        return None, None, grad_input, grad_h0, grad_c0, None, None, None, None, *grad_params
 
     @staticmethod
-    def jvp(ctx, _kind, _layout, tangent_input, tangent_h0, tangent_c0, _masks, _sorted, _unsorted, *tangent_params):
+    def jvp(ctx, _kind, _layout, tangent_input, tangent_h0, tangent_c0, _masks, _sorted, _unsorted, _keep,
+            *tangent_params):
         kind, layout = ctx.kind, ctx.layout
         input, h0, c0, masks, sorted_indices, unsorted_indices, *params = ctx.saved_tensors
         states = [_states_in(s, layout, sorted_indices) for s in (h0, c0) if s is not None]
-        _, _, tape = _through_time(kind, layout, _to_rows(input, layout), states, masks, params)
+        _, _, tape, _ = _through_time(kind, layout, _to_rows(input, layout), states, masks, params)
         tangent_states = [_states_in(_or_zeros(t, s), layout, sorted_indices)
                           for t, s in ((tangent_h0, h0), (tangent_c0, c0)) if s is not None]
         offsets = _offsets(layout.batch_sizes)
@@ -598,7 +711,8 @@ class Recurrence(ManualFunction):
             last = layer == layout.num_layers - 1
             tangent_x = tangent_out * masks[layer] if masks is not None and not last else tangent_out
         return (_from_rows(tangent_out, layout),
-                *[_states_out(torch.stack(final), layout, unsorted_indices) for final in finals])
+                *[_states_out(torch.stack(final), layout, unsorted_indices) for final in finals],
+                *[None] * ctx.kept)  # the kept activations have no tangent
 
 
 # -- checks and public entries ---------------------------------------------------------------------
@@ -803,8 +917,10 @@ def _sequence(name: str, input, hx, cx, params, has_biases: bool, num_layers: in
                     projections)
     masks = _dropout_masks(sum(steps), directions * hidden_out, float(dropout), train, num_layers, data)
     h0, *c0 = states.values()
+    keep = hasattr(kind, "backward_through_time") and torch.is_grad_enabled()  # a backward can read the gates
     outputs = Recurrence.call(kind, layout, data, h0, c0[0] if c0 else None, masks, sorted_indices,
-                              unsorted_indices, *params)
+                              unsorted_indices, keep, *params)
+    outputs = outputs[:2 + lstm]  # y, h_n (, c_n); the rest is what forward kept for backward
     if packed:
         return (PackedSequence(outputs[0], batch_sizes, sorted_indices, unsorted_indices), *outputs[1:])
     return outputs
