@@ -287,10 +287,13 @@ HEADS_CONFIGS = {  # layout, add_zero_attn, causal, need_weights, average, bias_
 }
 
 
-@pytest.mark.parametrize("name", HEADS_CONFIGS)
+@pytest.mark.parametrize("name", [*HEADS_CONFIGS, "weights-per-head+dropout", "batch-first+dropout",
+                                  "causal+dropout", "unbatched+dropout"])
 def test_attention_heads_has_exact_first_and_second_derivatives(name):
-    """The Function behind MultiheadAttention (the projections are Linear and Chunk, checked apart)."""
-    layout, zero_attn, causal, need_weights, average, bias_kv, attn_mask, padding = HEADS_CONFIGS[name]
+    """The Function behind MultiheadAttention (the projections are Linear and Chunk, checked apart);
+    with ``+dropout`` for one fixed dropout multiplier D (A = P ⊙ D is then an output of its own)."""
+    config, dropout = name.removesuffix("+dropout"), name.endswith("+dropout")
+    layout, zero_attn, causal, need_weights, average, bias_kv, attn_mask, padding = HEADS_CONFIGS[config]
     n, length, n_keys, embed_dim, heads = 2, 2, 2, 2, 2
     batch = () if layout == "LE" else (n,)
 
@@ -306,10 +309,13 @@ def test_attention_heads_has_exact_first_and_second_derivatives(name):
         tensors["key_padding_mask"] = _leaves((*batch, n_keys))[0]
     how = Heads(heads, layout, zero_attn, causal, need_weights, average)
     order = ["q", "k", "v", "bias_k", "bias_v", "attn_mask", "key_padding_mask"]
+    n_keys_total = n_keys + bias_kv + zero_attn
+    noise = F.dropout(torch.ones(1 if layout == "LE" else n, heads, length, n_keys_total, dtype=DT), 0.5) \
+        if dropout else None
 
     def fn(*diff):
         given = dict(zip(tensors, diff, strict=True))
-        return AttentionHeads.call(*[given.get(name) for name in order], None, how)
+        return AttentionHeads.call(*[given.get(name) for name in order], noise, how)
 
     assert torch.autograd.gradcheck(fn, tuple(tensors.values()), check_forward_ad=True, check_batched_grad=True)
     assert torch.autograd.gradgradcheck(fn, tuple(tensors.values()))

@@ -36,6 +36,7 @@ from torch import Tensor
 
 from manual_backprop.errors import LayerInputError, shape
 from manual_backprop.functional._function import ManualFunction
+from manual_backprop.functional.dropout import _FUSED_DEVICES
 from manual_backprop.functional.linear import linear
 
 NEG_INF = float("-inf")
@@ -77,7 +78,7 @@ def _attention_backward(q, k, v, p, noise, scale, delta_o, grad_a, need_qkm: boo
 
 
 def _attention_jvp(q, k, v, p, noise, scale, tangent_q, tangent_k, tangent_v, tangent_m):
-    """Ȯ and Ȧ for tangents Q̇, K̇, V̇, Ṁ (None: no tangent)."""
+    """Ȯ, Ȧ and Ṗ for tangents Q̇, K̇, V̇, Ṁ (None: no tangent)."""
     tangent_s = torch.zeros((), dtype=p.dtype, device=p.device)
     if tangent_q is not None:
         tangent_s = tangent_s + tangent_q @ k.transpose(-2, -1) * scale  # ∂S/∂Q · Q̇
@@ -90,7 +91,7 @@ def _attention_jvp(q, k, v, p, noise, scale, tangent_q, tangent_k, tangent_v, ta
     tangent_o = tangent_a @ v  # ∂O/∂A · Ȧ
     if tangent_v is not None:
         tangent_o = tangent_o + _dropped(p, noise) @ tangent_v  # ∂O/∂V · V̇
-    return tangent_o, tangent_a
+    return tangent_o, tangent_a, tangent_p
 
 
 def _sum_to(grad: Tensor | None, like: Tensor | None) -> Tensor | None:
@@ -155,7 +156,7 @@ class ScaledDotProductAttention(ManualFunction):
         p = _probabilities(q, k_all, m, ctx.scale, safe=True)  # P, recomputed
         tangent_k = None if tangent_k is None else _repeat_heads(tangent_k, ctx.groups_k)  # K̇ for every query head
         tangent_v = None if tangent_v is None else _repeat_heads(tangent_v, ctx.groups_v)  # V̇ for every query head
-        tangent_o, _ = _attention_jvp(q, k_all, v_all, p, noise, ctx.scale, tangent_q, tangent_k, tangent_v,
+        tangent_o, _, _ = _attention_jvp(q, k_all, v_all, p, noise, ctx.scale, tangent_q, tangent_k, tangent_v,
                                       tangent_m)  # Ȯ = (Ṗ ⊙ D)·V + A·V̇
         return tangent_o
 
@@ -218,11 +219,14 @@ def _check_sdpa(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa) 
 
 
 def _dropout_multiplier(p: float, size, like: Tensor) -> Tensor | None:
-    """D = 0 (dropped) or 1/(1 − p) (kept): torch's own dropout applied to ones, so for one seed D
-    is the mask torch would draw for weights of this shape, dtype and device."""
+    """D = 0 (dropped) or 1/(1 − p) (kept), drawn as torch's dropout draws it for weights of this
+    shape, dtype and device, so that for one seed D is torch's mask: on the CPU keep ~ Bernoulli(1 − p)
+    into an empty tensor, divided by 1 − p; where torch runs its fused kernel, that kernel on ones."""
     if p <= 0:
         return None
-    return F.dropout(torch.ones(size, dtype=like.dtype, device=like.device), p)
+    if p >= 1 or like.device.type in _FUSED_DEVICES:
+        return F.dropout(torch.ones(size, dtype=like.dtype, device=like.device), p)
+    return torch.empty(size, dtype=like.dtype, device=like.device).bernoulli_(1 - p).div_(1 - p)  # keep / (1 − p)
 
 
 def scaled_dot_product_attention(
@@ -281,9 +285,9 @@ def _to_heads(x: Tensor, how: Heads) -> Tensor:
 def _from_heads(x: Tensor, how: Heads) -> Tensor:
     """(n,h,L,d) → the layout of ``how``: concatenate the heads' features (the inverse of _to_heads)."""
     n, h, length, d = x.shape
+    if how.layout == "NLE":  # one copy, laid out (N,L,E) as it is indexed, so that a Linear after it copies no more
+        return x.transpose(1, 2).reshape(n, length, h * d)
     x = x.permute(2, 0, 1, 3).reshape(length, n, h * d)
-    if how.layout == "NLE":
-        return x.transpose(0, 1)
     return x[:, 0] if how.layout == "LE" else x
 
 
@@ -368,6 +372,24 @@ def _heads_and_probabilities(ctx):
     return qh, kh, vh, _probabilities(qh, kh, m, scale, safe=not how.need_weights), scale
 
 
+def _head_probabilities(qh: Tensor, kh: Tensor, m: Tensor | None, scale: float, safe: bool) -> Tensor:
+    """P = softmax(Q·Kᵀ·scale + M) per head, as :func:`_probabilities` computes it, in fewer passes
+    over the (n,h,L,S) scores: the scale, and a mask that every head shares, ride in one ``baddbmm``.
+    ``safe`` as there (the caller leaves it off where no row can be fully masked)."""
+    n, h, length, d = qh.shape
+    q3, k3t = qh.reshape(n * h, length, d), kh.reshape(n * h, -1, d).transpose(1, 2)
+    if m is not None and m.dim() == 2:
+        s = torch.baddbmm(m.to(qh.dtype), q3, k3t, alpha=scale).view(n, h, length, -1)  # S = M + Q·Kᵀ·scale
+    else:
+        s = torch.baddbmm(q3.new_zeros(()), q3, k3t, beta=0, alpha=scale).view(n, h, length, -1)  # S = Q·Kᵀ·scale
+        if m is not None:
+            s = s + m.to(s.dtype)  # + M
+    p = torch.softmax(s, -1)  # P = softmax(S), row by row
+    if safe:
+        p = torch.where((s == NEG_INF).all(-1, keepdim=True), 0.0, p)  # a fully masked row: P = 0
+    return p
+
+
 class AttentionHeads(ManualFunction):
     """Multi-head attention between the projections: split into heads, attend, merge.
 
@@ -377,39 +399,70 @@ class AttentionHeads(ManualFunction):
     M. Per head, O = softmax(Q·Kᵀ/√d + M) ⊙ D · V, and the heads' outputs are concatenated. With
     ``need_weights`` the weights A (averaged over the heads or not) are a second output.
 
-    Backward: the attention factors of the module docstring, per head, with ∂C/∂A gaining the gradient
-    of the returned weights (1/h of it per head when averaged); ∂C/∂q, ∂C/∂k, ∂C/∂v are the heads'
-    gradients put back side by side; ∂C/∂bias_k = Σ_n ∂C/∂K at the bias position; ∂C/∂attn_mask =
-    ∂C/∂S summed over what the mask was shared by (n and h for a 2-D mask); ∂C/∂key_padding_mask =
-    Σ_h Σ_i ∂C/∂S. Forward mode runs the tangents through the same split and the attention jvp.
+    P and A = P ⊙ D per head are outputs too (after the others; the public entries drop them), so that
+    backward reads them instead of recomputing them, as σ's backward reads σ: with X = ∂C/∂A (δ_O·Vᵀ,
+    plus the gradient of the returned weights and of A itself) and ∂C/∂P = X ⊙ D + ∂C/∂P_out,
+
+        P ⊙ ∂C/∂P = X ⊙ A + P ⊙ ∂C/∂P_out =: Y,     ∂C/∂S = Y − P ⊙ rowsum(Y)
+
+    (the softmax factor of the module docstring, with P ⊙ D = A: D itself is not needed). Without
+    dropout A is P and only P is returned. The rest of backward: ∂C/∂V = Aᵀ·δ_O, ∂C/∂Q = ∂C/∂S·K/√d,
+    ∂C/∂K = ∂C/∂Sᵀ·Q/√d, per head; ∂C/∂q, ∂C/∂k, ∂C/∂v are the heads' gradients put back side by
+    side; ∂C/∂bias_k = Σ_n ∂C/∂K at the bias position; ∂C/∂attn_mask = ∂C/∂S summed over what the
+    mask was shared by (n and h for a 2-D mask); ∂C/∂key_padding_mask = Σ_h Σ_i ∂C/∂S. Forward mode
+    runs the tangents through the same split and the attention jvp.
     """
 
     @staticmethod
     def forward(q, k, v, bias_k, bias_v, attn_mask, key_padding_mask, noise, how: Heads):
         qh, kh, vh = _to_heads(q, how), _keys_to_heads(k, bias_k, how), _keys_to_heads(v, bias_v, how)
         m = _additive_mask(attn_mask, key_padding_mask, how, qh, kh.shape[2], constants=True)
-        p = _probabilities(qh, kh, m, 1 / math.sqrt(qh.shape[-1]), safe=not how.need_weights)  # P per head
+        safe = not how.need_weights and m is not None and not how.causal  # a causal row always sees its own key
+        p = _head_probabilities(qh, kh, m, 1 / math.sqrt(qh.shape[-1]), safe)  # P per head
         a = _dropped(p, noise)  # A = P ⊙ D
         out = _from_heads(a @ vh, how)  # O = A·V, heads side by side
-        return (out, _weights(a, how)) if how.need_weights else out
+        weights = ()
+        if how.need_weights:  # per head they would be A itself, or a view of it: a copy, one tensor per output
+            weights = (_weights(a, how) if how.average_attn_weights else _weights(a, how).clone(),)
+        return (out, *weights, p) if noise is None else (out, *weights, p, a)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.how = inputs[-1]
-        ctx.save_for_backward(*inputs[:-1])
+        ctx.set_materialize_grads(False)  # an output nobody used sends None, not a tensor of zeros
+        p_a = output[1 + ctx.how.need_weights:]  # (P,) or (P, A)
+        ctx.save_for_backward(*inputs[:-2], *p_a)  # q, k, v, bias_k, bias_v, attn_mask, key_padding_mask; not D
         ctx.save_for_forward(*inputs[:-1])
 
     @staticmethod
-    def backward(ctx, grad_out: Tensor, grad_weights: Tensor | None = None):
-        _, _, _, bias_k, bias_v, attn_mask, key_padding_mask, noise = ctx.saved_tensors
+    def backward(ctx, grad_out: Tensor | None, *grads: Tensor | None):
+        q, k, v, bias_k, bias_v, attn_mask, key_padding_mask, p, *dropped = ctx.saved_tensors
         how = ctx.how
+        grad_weights = grads[0] if how.need_weights else None
+        grad_p_out, *grad_a_out = grads[how.need_weights:]
+        a = dropped[0] if dropped else p  # A = P ⊙ D (A = P without dropout)
+        grad_a_out = grad_a_out[0] if grad_a_out else None
         need_q, need_k, need_v, need_bk, need_bv, need_attn, need_padding = ctx.needs_input_grad[:7]
-        qh, kh, vh, p, scale = _heads_and_probabilities(ctx)  # the heads, and P per head
-        delta_o = _to_heads(grad_out, how)  # δ_O per head (the merge only moved numbers)
-        grad_a = _weights_grad(grad_weights, how, p.shape) if how.need_weights else None  # ∂C/∂A via the weights
         need_qkm = need_q or need_k or need_bk or need_attn or need_padding
-        grad_qh, grad_kh, grad_vh, grad_s = _attention_backward(
-            qh, kh, vh, p, noise, scale, delta_o, grad_a, need_qkm, need_v or need_bv)
+        qh, kh, vh = _to_heads(q, how), _keys_to_heads(k, bias_k, how), _keys_to_heads(v, bias_v, how)
+        scale = 1 / math.sqrt(qh.shape[-1])
+        # δ_O per head (the merge only moved numbers), laid out once for the two products that read it
+        delta_o = None if grad_out is None else _to_heads(grad_out, how).contiguous()
+        grad_qh = grad_kh = grad_vh = grad_s = None
+        if need_v or need_bv:
+            grad_vh = a.transpose(-2, -1) @ delta_o if delta_o is not None else torch.zeros_like(vh)  # ∂C/∂V = Aᵀ·δ_O
+        if need_qkm:
+            x = None if delta_o is None else delta_o @ vh.transpose(-2, -1)  # ∂C/∂A = δ_O·Vᵀ
+            for extra in (_weights_grad(grad_weights, how, p.shape) if grad_weights is not None else None,
+                          grad_a_out):  # + ∂C/∂A through the returned weights and through A itself
+                if extra is not None:
+                    x = extra if x is None else x + extra
+            y = torch.zeros_like(p) if x is None else x * a  # Y = P ⊙ ∂C/∂P = X ⊙ A ...
+            if grad_p_out is not None:
+                y = y + grad_p_out * p  # ... + P ⊙ ∂C/∂P_out
+            grad_s = torch.addcmul(y, p, y.sum(-1, keepdim=True), value=-1)  # ∂C/∂S = Y − P ⊙ rowsum(Y)
+            grad_qh = grad_s @ kh * scale  # ∂C/∂Q = ∂C/∂S·K·scale
+            grad_kh = grad_s.transpose(-2, -1) @ qh * scale  # ∂C/∂K = ∂C/∂Sᵀ·Q·scale
         grad_q = _from_heads(grad_qh, how) if need_q else None  # ∂C/∂q: the heads' ∂C/∂Q side by side
         grad_k, grad_bias_k = (_keys_from_heads(grad_kh, bias_k, how, need_k, need_bk) if need_k or need_bk
                                else (None, None))  # ∂C/∂k, ∂C/∂bias_k
@@ -433,10 +486,11 @@ class AttentionHeads(ManualFunction):
         tangent_m = None
         if tangent_attn is not None or tangent_padding is not None:  # Ṁ: the masks' tangents, padded like M
             tangent_m = _additive_mask(tangent_attn, tangent_padding, how, qh, kh.shape[2], constants=False)
-        tangent_o, tangent_a = _attention_jvp(qh, kh, vh, p, noise, scale, tangent_qh, tangent_kh, tangent_vh,
-                                              tangent_m)  # Ȯ and Ȧ per head
+        tangent_o, tangent_a, tangent_p = _attention_jvp(qh, kh, vh, p, noise, scale, tangent_qh, tangent_kh,
+                                                         tangent_vh, tangent_m)  # Ȯ, Ȧ and Ṗ per head
         tangent_out = _from_heads(tangent_o, how)  # Ȯ, heads side by side
-        return (tangent_out, _weights(tangent_a, how)) if how.need_weights else tangent_out
+        weights = (_weights(tangent_a, how),) if how.need_weights else ()
+        return (tangent_out, *weights, tangent_p) if noise is None else (tangent_out, *weights, tangent_p, tangent_a)
 
 
 class Chunk(ManualFunction):
@@ -563,7 +617,7 @@ def _multi_head_attention(
     noise = _dropout_multiplier(dropout_p if training else 0.0, (n, num_heads, length, n_keys_total), q)
     how = Heads(num_heads, layout, bool(add_zero_attn), causal, bool(need_weights), bool(average_attn_weights))
     result = AttentionHeads.call(q, k, v, bias_k, bias_v, attn_mask, key_padding_mask, noise, how)
-    attn_output, attn_weights = result if need_weights else (result, None)
+    attn_output, attn_weights = result[0], result[1] if need_weights else None  # (P and A, for backward, follow)
     out = linear(attn_output, out_proj_weight, out_proj_bias)  # out-projection
     if layout == "NLE":
         out = SequenceMajor.call(out)  # torch's memory layout, so a dropout after it draws the same mask
