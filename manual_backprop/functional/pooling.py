@@ -82,7 +82,7 @@ def _route_delta_to_argmax(ctx, delta: Tensor, _grad_argmax):
         argmax = argmax.where(touching, 0)  # and its stray argmax must not receive anything
     a_plane, z_plane = _planes(ctx.a_prev_shape, argmax.shape, ctx.d)  # argmax counts within one plane
     # ∂z_o/∂a_prev_j = [j = argmax_o]: each δ_o lands on its argmax, δs of windows sharing one add up
-    delta_prev = delta.new_zeros(a_plane).scatter_add(-1, argmax.reshape(z_plane), delta.reshape(z_plane))
+    delta_prev = delta.new_zeros(a_plane).scatter_add_(-1, argmax.reshape(z_plane), delta.reshape(z_plane))
     return (delta_prev.reshape(ctx.a_prev_shape),) + (None,) * ctx.n_settings
 
 
