@@ -351,13 +351,15 @@ def test_extreme_magnitudes_are_finite_and_as_accurate_as_torch(name, manual, na
 
 @pytest.mark.parametrize(("name", "manual", "native"), STABILITY[:5], ids=[s[0] for s in STABILITY[:5]])
 def test_a_large_offset_in_float32_is_as_accurate_as_torch(name, manual, native):
-    """1e4 + noise in float32: measured against a float64 reference, our error is no larger than torch's."""
+    """1e4 + noise in float32: measured against a float64 reference, our error is no larger than torch's
+    (give or take one rounding of the result: both err by the same few percent, from x's own rounding)."""
     x = (torch.randn(4, 3, 5) * 1e-2 + 1e4).float()
     reference_out, reference_grad = _out_and_grad(native, x.double())
     out, grad = _out_and_grad(manual, x)
     out_native, grad_native = _out_and_grad(native, x)
-    assert _error(out, reference_out) <= max(_error(out_native, reference_out), 1e-5)
-    assert _error(grad, reference_grad) <= max(_error(grad_native, reference_grad), 1e-5)
+    slack = torch.finfo(torch.float32).eps  # one rounding, relative to the largest entry as _error is
+    assert _error(out, reference_out) <= max(_error(out_native, reference_out), 1e-5) + slack
+    assert _error(grad, reference_grad) <= max(_error(grad_native, reference_grad), 1e-5) + slack
 
 
 # -- half precision ---------------------------------------------------------------------------------

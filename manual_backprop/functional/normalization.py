@@ -274,10 +274,12 @@ class BatchNormTraining(Normalization):
 
         ∂C/∂x = (γ/σ)(δ − Σδ/N − x̂ ⊙ Σ(δ ⊙ x̂)/N),   ∂C/∂γ = Σ δ ⊙ x̂,   ∂C/∂β = Σ δ
 
-    When no second derivative is being built (grad mode off in backward), x̂ comes from the saved μ and
-    1/σ and ∂C/∂x is formed in place, in three passes: (γ/σ)·δ + (−(γ/σ)·Σδx̂/N)·x̂ − (γ/σ)·Σδ/N, a
-    per-channel "a·δ + b·x̂ + c". Otherwise x̂ and 1/σ are recomputed from x, so that the second
-    derivative sees how they depend on x.
+    When no second derivative is being built (grad mode off in backward), x − μ comes from the saved
+    μ, and everything is computed in place in one full-size buffer (on the CPU, fresh memory costs
+    more than a pass over it): first δ ⊙ (x − μ) for Σδ ⊙ x̂, then ∂C/∂x =
+    −(γ/σ)·x̂·Σδx̂/N + (γ/σ)·δ − (γ/σ)·Σδ/N, a per-channel "a·x̂ + b·δ + c". The buffer is made like δ,
+    so that vmap over δ (batched gradients) writes into a batched tensor. Otherwise x̂ and 1/σ are
+    recomputed from x, so that a second derivative sees how they depend on x.
     """
 
     @staticmethod
@@ -305,14 +307,16 @@ class BatchNormTraining(Normalization):
         reduction = ctx.reduction
         n = reduction.count(x)
         mu, rstd = mu.reshape(reduction.param_shape), rstd.reshape(reduction.param_shape)
-        x_hat = torch.sub(x, mu).mul_(rstd)  # x̂ = (x − μ)/σ
         sum_delta = delta.sum(reduction.dims, keepdim=True)  # Σδ: through μ, and ∂C/∂β
-        sum_delta_x_hat = (delta * x_hat).sum(reduction.dims, keepdim=True)  # Σδ ⊙ x̂: through σ, and ∂C/∂γ
-        scale = rstd if weight is None else rstd * _broadcast(weight, x_hat, reduction)  # γ/σ
+        buffer = torch.empty_like(delta)  # the one full-size tensor allocated here, filled twice
+        delta_centered = buffer.copy_(x).sub_(mu).mul_(delta)  # δ ⊙ (x − μ) = σ δ ⊙ x̂
+        sum_delta_x_hat = delta_centered.sum(reduction.dims, keepdim=True) * rstd  # Σδ ⊙ x̂: through σ, and ∂C/∂γ
+        scale = rstd if weight is None else rstd * _broadcast(weight, buffer, reduction)  # γ/σ
         grad_x = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
-            grad_x = delta * scale  # (γ/σ) δ: directly
-            grad_x = grad_x.addcmul_(x_hat, scale * sum_delta_x_hat / -n)  # − (γ/σ) x̂ Σδx̂/N: through σ
+            grad_x = buffer.copy_(x).sub_(mu)  # x − μ = σ x̂
+            grad_x = grad_x.mul_(scale * rstd * sum_delta_x_hat / -n)  # − (γ/σ) x̂ Σδx̂/N: through σ
+            grad_x = grad_x.addcmul_(delta, scale)  # + (γ/σ) δ: directly
             grad_x = grad_x.sub_(scale * sum_delta / n)  # − (γ/σ) Σδ/N: through μ
         if ctx.needs_input_grad[1]:
             grad_weight = _sum_over_shared(sum_delta_x_hat, reduction, (weight.shape, weight.dtype))  # ∂C/∂γ = Σ δ ⊙ x̂
