@@ -19,7 +19,7 @@ from manual_backprop.errors import (
 )
 from manual_backprop.explain import WeightTrace, explain
 from manual_backprop.graph import BackwardTree, backward_tree, model_backward_tree
-from manual_backprop.nn import SUPPORTED_MODULES
+from manual_backprop.nn import SUPPORTED_MODULES, layer_by_layer
 from manual_backprop.recording import (
     ErrorTerms,
     PerSampleErrorTerms,
@@ -64,6 +64,7 @@ __all__ = [
     "explain",
     "functional",
     "is_manual",
+    "layer_by_layer",
     "load_worked_example",
     "model_backward_tree",
     "nn",

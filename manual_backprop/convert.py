@@ -10,7 +10,9 @@ Two things happen to each module of the model:
   twin) gets its forward routed (:mod:`manual_backprop.routing`): its calls of ``F.relu``, ``x @ w``,
   ``x + h``, ``x.view(...)``, ... run hand-written Functions too.
 
-Containers (``nn.Sequential``, ``nn.ModuleList``, ``nn.ModuleDict``) compute nothing and are left alone.
+Containers (``nn.Sequential``, ``nn.ModuleList``, ``nn.ModuleDict``) compute nothing and are not routed.
+``nn.Sequential`` does become ``manual_backprop.nn.Sequential``, which runs a Linear and the Sigmoid, Tanh
+or ReLU after it as one fused Function (:mod:`manual_backprop.nn.container`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from torch import nn
 
 from manual_backprop import routing
 from manual_backprop.errors import UnsupportedOperationError
-from manual_backprop.nn._base import PATH_ATTR, SUPPORTED_MODULES
+from manual_backprop.nn._base import CONTAINERS, PATH_ATTR, SUPPORTED_MODULES
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -32,7 +34,9 @@ COMPUTES_NOTHING: tuple[type[nn.Module], ...] = (nn.Sequential, nn.ModuleList, n
 
 def _computes_nothing(module: nn.Module) -> bool:
     """One of COMPUTES_NOTHING, or a subclass that keeps its ``forward`` (a new forward may compute)."""
-    return any(isinstance(module, c) and type(module).forward is c.forward for c in COMPUTES_NOTHING)
+    # manual_backprop's own Sequential only runs its layers (fusing Linear + activation pairs): nothing to route
+    return any(isinstance(module, c) and type(module).forward is c.forward
+               for c in (*COMPUTES_NOTHING, *CONTAINERS.values()))
 
 
 def _manual_classes() -> dict[type[nn.Module], type[nn.Module]]:
@@ -67,7 +71,7 @@ def convert(model: M, strict: bool = False, *, example_inputs: tuple = (), examp
     check_now = strict and bool(example_inputs or example_kwargs)
     manual_classes = _manual_classes()
     for path, module in model.named_modules():
-        replacement = SUPPORTED_MODULES.get(type(module))
+        replacement = SUPPORTED_MODULES.get(type(module)) or CONTAINERS.get(type(module))
         if replacement is not None:
             module.__class__ = replacement
         if type(module) in manual_classes:
@@ -100,7 +104,7 @@ def restore(model: M) -> M:
     A user's own subclass of a manual module is the user's class, so it stays as it is."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"restore expects a torch.nn.Module, got {type(model).__name__}")
-    native_of = _manual_classes()
+    native_of = _manual_classes() | {manual: native for native, manual in CONTAINERS.items()}
     for module in model.modules():
         routing.uninstall(module)
         native = native_of.get(type(module))

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from manual_backprop import functional as MF
 from manual_backprop.convert import convert, restore
 from manual_backprop.functional import activations as A
-from manual_backprop.nn._base import SUPPORTED_MODULES
+from manual_backprop.nn._base import CONTAINERS, SUPPORTED_MODULES
 
 #: the elementwise activations explain traces: native class → (the Function whose f and f′ it uses,
 #: the module's own arguments to them). Subclasses (the converted twins) are found through the MRO.
@@ -125,7 +125,8 @@ def _native_class(module: nn.Module, table: Sequence[type[nn.Module]]) -> type[n
 
 def _leaves(module: nn.Module, path: str) -> list[tuple[str, nn.Module]]:
     """The modules a chain applies in order: an ``nn.Sequential`` (that keeps its forward) is opened up."""
-    if isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward:
+    if isinstance(module, nn.Sequential) and type(module).forward in (nn.Sequential.forward,
+                                                                      CONTAINERS[nn.Sequential].forward):
         # _modules, not named_children(): a module used twice must show up twice (named_children skips it)
         return [leaf for name, child in module._modules.items() if child is not None
                 for leaf in _leaves(child, f"{path}.{name}" if path else name)]

@@ -28,7 +28,8 @@ def test_audit_catches_a_native_op_between_manual_layers():
 
 def test_audit_report_reads_well_for_a_manual_model():
     model = mbp.convert(native_model("relu"))
-    out = model(torch.randn(4, 5, dtype=DT))
+    with mbp.layer_by_layer():  # each layer its own node (a Sequential fuses Linear + ReLU otherwise)
+        out = model(torch.randn(4, 5, dtype=DT))
     audit = mbp.audit_backward(mbp.functional.mse_loss(out, torch.zeros_like(out)))
     assert audit.ok
     report = str(audit)

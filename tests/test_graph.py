@@ -86,7 +86,8 @@ def test_a_function_without_a_formula_says_so():
 def test_backward_tree_of_a_loss_names_parameters_and_their_layers():
     model = mbp.convert(nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1)))
     x = torch.rand(2, 3)
-    loss = mbp.functional.mse_loss(model(x), torch.zeros(2, 1))
+    with mbp.layer_by_layer():
+        loss = mbp.functional.mse_loss(model(x), torch.zeros(2, 1))
     tree = backward_tree(loss, model)
     assert [(n.name, n.where) for n in tree.nodes] == [
         ("MSELossBackward", None), ("LinearBackward", "2"), ("TanhBackward", None), ("LinearBackward", "0"),
@@ -94,6 +95,13 @@ def test_backward_tree_of_a_loss_names_parameters_and_their_layers():
         ("AccumulateGrad", "2.bias")]
     loss.backward()  # the graph was only read
     assert model[0].weight.grad is not None
+
+
+def test_outside_layer_by_layer_a_linear_and_its_activation_are_one_node():
+    model = mbp.convert(nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1)))
+    loss = mbp.functional.mse_loss(model(torch.rand(2, 3)), torch.zeros(2, 1))
+    assert [(n.name, n.where) for n in backward_tree(loss, model).nodes][:3] == [
+        ("MSELossBackward", None), ("LinearBackward", "2"), ("LinearTanhBackward", "0")]
 
 
 def test_a_shared_node_is_drawn_once():

@@ -8,6 +8,7 @@ import torch
 from torch.utils._pytree import tree_leaves
 
 import manual_backprop as mbp
+from manual_backprop.nn._base import CONTAINERS
 
 from cases import DT, LOSSES, MODEL_CASES, MODULE_CASES, native_model
 
@@ -70,7 +71,7 @@ def test_every_drop_in_class_is_registered():
         for obj in vars(family).values():
             if (isinstance(obj, type) and issubclass(obj, torch.nn.Module) and obj.__module__ == family.__name__
                     and not obj.__name__.startswith("_")):
-                assert obj in mbp.SUPPORTED_MODULES.values(), obj
+                assert obj in (*mbp.SUPPORTED_MODULES.values(), *CONTAINERS.values()), obj
 
 
 def test_state_dict_is_the_same():

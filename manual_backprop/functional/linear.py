@@ -43,32 +43,43 @@ class Linear(ManualFunction):
     @staticmethod
     def backward(ctx, delta: Tensor):
         a_prev, weight = ctx.saved_tensors
-        grad_a_prev = grad_weight = grad_bias = None
-        delta_no = delta if delta.dim() == 2 else delta.reshape(-1, delta.shape[-1])  # leading dims: more samples n
-        if ctx.needs_input_grad[0]:
-            grad_a_prev = delta @ weight  # ∂C/∂a_prev = δ · W  (Σ_k δ_k · w_kj for each input j)
-        if ctx.needs_input_grad[1]:
-            a_prev_ni = a_prev if a_prev.dim() == 2 else a_prev.reshape(-1, a_prev.shape[-1])
-            grad_weight = delta_no.T @ a_prev_ni  # ∂C/∂W = δᵀ · a_prev
-        if ctx.needs_input_grad[2]:
-            grad_bias = delta_no.sum(0)  # ∂C/∂b = Σ_n δ
-        return grad_a_prev, grad_weight, grad_bias
+        return linear_gradients(ctx.needs_input_grad, delta, a_prev, weight)
 
     @staticmethod
     def jvp(ctx, tangent_a_prev, tangent_weight, tangent_bias):
         a_prev, weight = ctx.saved_tensors
-        tangent_z = torch.zeros((), dtype=a_prev.dtype, device=a_prev.device)
-        if tangent_a_prev is not None:
-            tangent_z = tangent_z + tangent_a_prev @ weight.T  # ∂z/∂a_prev · ȧ_prev
-        if tangent_weight is not None:
-            tangent_z = tangent_z + a_prev @ tangent_weight.T  # ∂z/∂W · Ẇ
-        if tangent_bias is not None:
-            tangent_z = tangent_z + tangent_bias  # ∂z/∂b · ḃ
-        return tangent_z
+        return linear_tangent(a_prev, weight, tangent_a_prev, tangent_weight, tangent_bias)
 
 
-def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """Like ``torch.nn.functional.linear``, with the hand-written backward of :class:`Linear`."""
+def linear_gradients(needs_input_grad, delta: Tensor, a_prev: Tensor | None, weight: Tensor | None):
+    """Linear's backward, from δ = ∂C/∂z: (∂C/∂a_prev, ∂C/∂W, ∂C/∂b), each only where needed
+    (shared with the fused Linear + activation Functions of :mod:`manual_backprop.functional.fused`)."""
+    grad_a_prev = grad_weight = grad_bias = None
+    delta_no = delta if delta.dim() == 2 else delta.reshape(-1, delta.shape[-1])  # leading dims: more samples n
+    if needs_input_grad[0]:
+        grad_a_prev = delta @ weight  # ∂C/∂a_prev = δ · W  (Σ_k δ_k · w_kj for each input j)
+    if needs_input_grad[1]:
+        a_prev_ni = a_prev if a_prev.dim() == 2 else a_prev.reshape(-1, a_prev.shape[-1])
+        grad_weight = delta_no.T @ a_prev_ni  # ∂C/∂W = δᵀ · a_prev
+    if needs_input_grad[2]:
+        grad_bias = delta_no.sum(0)  # ∂C/∂b = Σ_n δ
+    return grad_a_prev, grad_weight, grad_bias
+
+
+def linear_tangent(a_prev: Tensor, weight: Tensor, tangent_a_prev, tangent_weight, tangent_bias) -> Tensor:
+    """Linear's forward-mode derivative: ż = ȧ_prev · Wᵀ + a_prev · Ẇᵀ + ḃ (absent tangents are zero)."""
+    tangent_z = torch.zeros((), dtype=a_prev.dtype, device=a_prev.device)
+    if tangent_a_prev is not None:
+        tangent_z = tangent_z + tangent_a_prev @ weight.T  # ∂z/∂a_prev · ȧ_prev
+    if tangent_weight is not None:
+        tangent_z = tangent_z + a_prev @ tangent_weight.T  # ∂z/∂W · Ẇ
+    if tangent_bias is not None:
+        tangent_z = tangent_z + tangent_bias  # ∂z/∂b · ḃ
+    return tangent_z
+
+
+def check_linear(input: Tensor, weight: Tensor, bias: Tensor | None) -> None:
+    """The shapes ``linear`` needs: a 2-D weight, an input ending in in_features, a bias of out_features."""
     if weight.dim() != 2:
         raise LayerInputError(f"linear: weight must be 2-D (out_features, in_features), got shape {shape(weight)}")
     if input.dim() == 0 or input.shape[-1] != weight.shape[1]:
@@ -80,6 +91,11 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         raise LayerInputError(
             f"linear: bias shape {shape(bias)} does not match out_features={weight.shape[0]}"
         )
+
+
+def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """Like ``torch.nn.functional.linear``, with the hand-written backward of :class:`Linear`."""
+    check_linear(input, weight, bias)
     return Linear.call(input, weight, bias)
 
 

@@ -32,6 +32,7 @@ from manual_backprop.nn.activations import (
     Threshold,
 )
 from manual_backprop.nn.attention import MultiheadAttention, NonDynamicallyQuantizableLinear
+from manual_backprop.nn.container import Sequential, layer_by_layer
 from manual_backprop.nn.conv import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
 from manual_backprop.nn.dropout import AlphaDropout, Dropout, Dropout1d, Dropout2d, Dropout3d, FeatureAlphaDropout
 from manual_backprop.nn.embedding import Embedding, EmbeddingBag
@@ -195,6 +196,7 @@ __all__ = [
     "ReplicationPad1d",
     "ReplicationPad2d",
     "ReplicationPad3d",
+    "Sequential",
     "SiLU",
     "Sigmoid",
     "SmoothL1Loss",
@@ -213,4 +215,5 @@ __all__ = [
     "ZeroPad1d",
     "ZeroPad2d",
     "ZeroPad3d",
+    "layer_by_layer",
 ]

@@ -12,6 +12,10 @@ from manual_backprop.routing import set_aside
 #: native ``torch.nn`` class → its manual drop-in; filled by :func:`register` next to each module.
 SUPPORTED_MODULES: dict[type[nn.Module], type[nn.Module]] = {}
 
+#: native container class → its manual twin (``nn.Sequential``, which fuses Linear + activation); not a layer,
+#: so not in SUPPORTED_MODULES; filled by :func:`register_container`.
+CONTAINERS: dict[type[nn.Module], type[nn.Module]] = {}
+
 #: attribute ``convert`` sets on each manual module: its path in the converted model.
 PATH_ATTR = "_manual_backprop_path"
 
@@ -23,6 +27,18 @@ def register(native: type[nn.Module]):
         if not issubclass(manual, native):
             raise TypeError(f"{manual.__name__} must subclass {native.__name__} to replace it")
         SUPPORTED_MODULES[native] = manual
+        return manual
+
+    return decorate
+
+
+def register_container(native: type[nn.Module]):
+    """Class decorator: ``convert`` swaps the native container class for this one (not a layer)."""
+
+    def decorate(manual: type[nn.Module]) -> type[nn.Module]:
+        if not issubclass(manual, native):
+            raise TypeError(f"{manual.__name__} must subclass {native.__name__} to replace it")
+        CONTAINERS[native] = manual
         return manual
 
     return decorate
