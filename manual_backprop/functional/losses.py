@@ -215,40 +215,55 @@ class ClassIndexCrossEntropy(ManualFunction):
 
     ∂C/∂z = (softmax(z) − onehot(y)) / N: p · g everywhere, then − g added at each sample's target.
     Forward mode: Ċ = Σ_n (Σ_j p_nj ż_nj − ż_{n,y_n}) / N.
+
+    The Function also returns log p = log softmax(z), the loss's one intermediate, so that backward may
+    read p = e^(log p) from it (as torch's own backward does) rather than compute softmax(z) again;
+    :func:`cross_entropy` drops it. Being an output, it keeps its place in a second derivative: whatever
+    reaches it (∂C/∂log p, only in a second derivative) goes back to z through ∂log p_i/∂z_j = [i = j] − p_j.
     """
 
     @staticmethod
-    def forward(z: Tensor, target: Tensor, reduction: str) -> Tensor:
+    def forward(z: Tensor, target: Tensor, reduction: str) -> tuple[Tensor, Tensor]:
         log_p = torch.log_softmax(z, _class_dim(z))  # log p = z − log Σ e^z
         # −log p_y at each sample's target, reduced (summed, or averaged over N): one kernel where a gather, a
         # negation, a sum and a division are four
-        return torch.nn.functional.nll_loss(log_p, target, reduction=reduction)
+        return torch.nn.functional.nll_loss(log_p, target, reduction=reduction), log_p
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         z, target, ctx.reduction = inputs
-        ctx.save_for_backward(z, target)
+        ctx.set_materialize_grads(False)  # log p's gradient is None outside second derivatives
+        ctx.save_for_backward(output[1], target)
         ctx.save_for_forward(z, target)
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
-        z, target = ctx.saved_tensors
-        dim = _class_dim(z)
-        g = _upstream(grad, ctx.reduction, target.numel())  # g / N
-        if ctx.reduction == "none":
-            g = g.unsqueeze(dim)  # one loss per sample: broadcast it over the classes
-        y = target.unsqueeze(dim)
-        grad_z = torch.softmax(z, dim) * g  # ∂(−log p_y)/∂z_j = p_j − [j = y]: the p_j part
-        grad_z = grad_z.scatter_add(dim, y, (-g).expand(y.shape))  # the − [j = y] part, at the target only
+    def backward(ctx, grad: Tensor | None, grad_log_p: Tensor | None):
+        log_p, target = ctx.saved_tensors
+        dim = _class_dim(log_p)
+        p = log_p.exp()  # softmax(z), from the saved log p
+        grad_z = None
+        if grad is not None:
+            g = _upstream(grad, ctx.reduction, target.numel())  # g / N
+            if ctx.reduction == "none":
+                g = g.unsqueeze(dim)  # one loss per sample: broadcast it over the classes
+            y = target.unsqueeze(dim)
+            grad_z = p * g  # ∂(−log p_y)/∂z_j = p_j − [j = y]: the p_j part
+            grad_z.scatter_add_(dim, y, (-g).expand(y.shape))  # the − [j = y] part, at the target only
+        if grad_log_p is not None:
+            # ∂C/∂z_j = Σ_i ∂C/∂log p_i · ([i = j] − p_j) = ∂C/∂log p_j − p_j · Σ_i ∂C/∂log p_i
+            through_log_p = grad_log_p - p * grad_log_p.sum(dim, keepdim=True)
+            grad_z = through_log_p if grad_z is None else grad_z + through_log_p
         return grad_z, None, None
 
     @staticmethod
     def jvp(ctx, tangent_z, *_):
         z, target = ctx.saved_tensors
         dim = _class_dim(z)
-        through_p = (torch.softmax(z, dim) * tangent_z).sum(dim)  # Σ_j p_j ż_j
+        p = torch.softmax(z, dim)
+        through_p = (p * tangent_z).sum(dim, keepdim=True)  # Σ_j p_j ż_j
         at_target = tangent_z.gather(dim, target.unsqueeze(dim)).squeeze(dim)  # ż_y
-        return _reduce(through_p - at_target, ctx.reduction, target.numel())
+        tangent_log_p = tangent_z - through_p  # (log p)˙_i = ż_i − Σ_j p_j ż_j
+        return _reduce(through_p.squeeze(dim) - at_target, ctx.reduction, target.numel()), tangent_log_p
 
 
 def _can_inspect_values(t: Tensor) -> bool:
@@ -338,7 +353,7 @@ def cross_entropy(
     reduction = _reduction_of("cross_entropy", size_average, reduce, reduction)
     every_target_a_class = _check_cross_entropy(input, target, weight, ignore_index, label_smoothing)
     if every_target_a_class and weight is None and label_smoothing == 0.0:
-        return ClassIndexCrossEntropy.call(input, target.long(), reduction)  # the textbook case, without q
+        return ClassIndexCrossEntropy.call(input, target.long(), reduction)[0]  # the textbook case, without q
     return CrossEntropy.call(input, target.long() if not target.is_floating_point() else target, weight,
                               ignore_index, float(label_smoothing), reduction)
 
