@@ -42,6 +42,8 @@ FUNCTION_CASES: list[Case] = [
          {"stride": (2, 1), "padding": (1, 0), "dilation": (1, 2), "groups": 2}),
     Case("conv-2d-stride-leaves-rows-unused", MC.conv2d, F.conv2d, _conv((1, 1, 6, 5), (1, 1, 2, 2)),
          {"stride": 3}),
+    Case("conv-2d-few-input-channels-unfolded", MC.conv2d, F.conv2d, _conv((2, 1, 5, 5), (4, 1, 2, 2)),
+         {"stride": (2, 1), "padding": 1, "dilation": (1, 2)}),
     Case("conv-2d-same-dilated", MC.conv2d, F.conv2d, _conv((1, 2, 4, 5), (2, 2, 3, 2)),
          {"padding": "same", "dilation": (1, 3)}),
     Case("conv-2d-valid-depthwise", MC.conv2d, F.conv2d, _conv((1, 3, 3, 3), (3, 1, 2, 2)),

@@ -16,9 +16,11 @@ Complex tensors follow torch's convention: the conjugate of a weight or input en
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -79,6 +81,23 @@ def _correlate(x: Tensor, delta: Tensor, stride, padding, dilation, groups: int,
     return grad_weight
 
 
+def _unfolded_is_smaller(x: Tensor, delta: Tensor, groups: int, kernel_size) -> bool:
+    """Whether :func:`_correlate_unfolded` serves: a 2-d convolution without groups whose unfolded input
+    (C·K rows per sample) is no larger than δ (O rows); then a matrix product beats the swapped
+    convolution of :func:`_correlate` (for few input channels, e.g. an image's first layer)."""
+    return x.dim() == 4 and groups == 1 and x.shape[1] * math.prod(kernel_size) <= delta.shape[1]
+
+
+def _correlate_unfolded(x: Tensor, delta: Tensor, stride, padding, dilation, kernel_size) -> Tensor:
+    """∂C/∂W[o,c,k] = Σ_{n,l} δ[n,o,l] · x̃[n, c, l·s + k·d] as matrix products: ``unfold`` (im2col) lays out
+    what each window saw, cols[n, (c,k), l] = x̃[n, c, l·s + k·d], so ∂C/∂W[o,(c,k)] = Σ_n (δ[n] · cols[n]ᵀ)[o,(c,k)].
+    2-d, groups = 1."""
+    n, o = delta.shape[:2]
+    cols = F.unfold(x, kernel_size, dilation, padding, stride)  # (n, c·k, l): the inputs window l multiplied
+    per_sample = torch.bmm(delta.reshape(n, o, -1), cols.transpose(1, 2))  # Σ_l δ[n,o,l] · x̃[n,c,l·s + k·d]
+    return per_sample.sum(0).reshape(o, x.shape[1], *kernel_size)  # Σ_n
+
+
 class Conv(ManualFunction):
     """z = W ⋆ a_prev + b:  z[n,o,l] = b[o] + Σ_{c′,k} W[o,c′,k] · ã_prev[n, g·C_g + c′, l·s + k·d].
 
@@ -121,7 +140,9 @@ class Conv(ManualFunction):
             grad_a_prev = _conv_transpose(delta, weight.conj(), None, s, p, left_over, groups,
                                           d)  # ∂C/∂a_prev = Wᵀ ⊛ δ: Σ_{o,k} δ[n,o,l] · W[o,c′,k]
             grad_a_prev = _unbatched(grad_a_prev, ctx.unbatched)
-        if ctx.needs_input_grad[1]:
+        if ctx.needs_input_grad[1] and _unfolded_is_smaller(a_prev, delta, groups, kernel):
+            grad_weight = _correlate_unfolded(a_prev.conj(), delta, s, p, d, kernel)  # ∂C/∂W = Σ_{n,l} δ · ã_prev
+        elif ctx.needs_input_grad[1]:
             grad_weight = _correlate(a_prev.conj(), delta, s, p, d, groups, kernel)  # ∂C/∂W = Σ_{n,l} δ · ã_prev
         if ctx.needs_input_grad[2]:
             grad_bias = delta.sum([0, *range(2, delta.dim())])  # ∂C/∂b = Σ_{n,l} δ: a bias multiplies 1
