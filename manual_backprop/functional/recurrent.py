@@ -131,10 +131,11 @@ class LSTMStep:
     @staticmethod
     def step(gi, gh, state, w_hr):
         c = state[1]
+        hidden = c.shape[-1]
         pre = gi if gh is None else gi + gh  # z: every gate's pre-activation (gh None: gi holds all of z)
         sigma = torch.sigmoid(pre)  # σ over the whole gate row, one call (its g block goes unused)
         i, f, _, o = sigma.chunk(4, -1)
-        g = torch.tanh(pre.narrow(-1, 2 * c.shape[-1], c.shape[-1]))  # g = tanh(z_g)
+        g = torch.tanh(pre.narrow(-1, 2 * hidden, hidden))  # g = tanh(z_g)
         c_new = torch.addcmul(f * c, i, g)  # c' = f ⊙ c + i ⊙ g
         tanh_c = torch.tanh(c_new)
         m = o * tanh_c  # m = o ⊙ tanh(c')
@@ -515,15 +516,16 @@ def _through_time(kind, layout: Layout, x: Tensor, states: list[Tensor], masks, 
             state = tuple(s[layer * layout.directions + direction] for s in states)
             y, run, kept_steps = [None] * steps, [], [None] * steps
             gis, w_hh_t = gi.split(layout.batch_sizes), w_hh.T  # each step's rows of gi (views, one call)
+            full = state[0].shape[0]
             for t in _time_order(steps, direction):
                 n = layout.batch_sizes[t]
-                previous = tuple(_first_rows(s, n) for s in state)
+                previous = state if n == full else tuple(s[:n] for s in state)  # the samples taking step t
                 if kind.one_sum:  # z = gi_t + h_{t−1} W_hhᵀ
                     new, acts = kind.step(torch.addmm(gis[t], previous[0], w_hh_t), None, previous, w_hr)
                 else:
                     gh = F.linear(previous[0], w_hh, b_hh)  # the recurrent share, h_{t−1} W_hhᵀ + b_hh
                     new, acts = kind.step(gis[t], gh, previous, w_hr)
-                state = tuple(_first_rows_replaced(s, s_new) for s, s_new in zip(state, new))
+                state = new if n == full else tuple(_first_rows_replaced(s, s_new) for s, s_new in zip(state, new))
                 y[t] = new[0]
                 run.append((t, previous, acts))
                 if keep:
@@ -538,6 +540,69 @@ def _through_time(kind, layout: Layout, x: Tensor, states: list[Tensor], masks, 
         out = torch.cat(outputs, -1) if layout.directions > 1 else outputs[0]  # y_t = [h_t forward, h_t reverse]
         x = out * masks[layer] if masks is not None and layer < layout.num_layers - 1 else out  # dropout between layers
     return out, [torch.stack(final) for final in finals], tape, kept
+
+
+def _fused_lstm_fits(kind, layout: Layout, x: Tensor) -> bool:
+    """Whether :func:`_fused_lstm_through_time` may run the forward: an LSTM on whole (unpacked) sequences
+    without projections, outside torch.compile, torch.func transforms and autocast (which would each
+    see torch's kernel where the steps are written out)."""
+    return (kind is LSTMStep and not layout.packed and not layout.projections and x.dtype in _FUSED_DTYPES
+            and not torch.compiler.is_compiling() and not torch._C._are_functorch_transforms_active()
+            and not torch._C._is_any_autocast_enabled())
+
+
+_FUSED_DTYPES = (torch.float32, torch.float64)
+
+
+def _fused_lstm_through_time(layout: Layout, x: Tensor, states: list[Tensor], masks, params):
+    """What :func:`_through_time` returns with ``keep`` for the LSTM (no tape), with the steps run by
+    torch's own LSTM kernel (``torch.lstm``, a forward op: one call per layer and direction instead of
+    ten small ones per step). Backward then needs the gates of every step, which are a function of the
+    outputs the kernel returned, so they are formed again for all steps at once:
+        z_t = x_t W_ihᵀ + b_ih + b_hh + h_{t−1} W_hhᵀ      (h_{t−1}: h_0, then the outputs y shifted by one)
+        σ(z), g = tanh(z_g)                                  (one call each, over all steps)
+    leaving only the cell state's recurrence a loop, one addcmul per step: c_t = f_t ⊙ c_{t−1} + i_t ⊙ g_t.
+    The reverse direction runs on the time-flipped sequence and is flipped back.
+    """
+    steps, batch = len(layout.batch_sizes), layout.batch_sizes[0]
+    finals: list[list[Tensor]] = [[], []]
+    kept = []
+    for layer in range(layout.num_layers):
+        if layer > 0:
+            kept.append(x)
+        outputs = []
+        for direction in range(layout.directions):
+            at = _weights(layout, params, layer, direction)
+            w_ih, w_hh, b_ih, b_hh, _ = _pick(params, at)
+            h0, c0 = (s[layer * layout.directions + direction] for s in states)
+            x_own = x.view(steps, batch, -1)
+            x_own = x_own if direction == 0 else x_own.flip(0)  # the reverse direction reads t = T−1 first
+            weights = [p for p in (w_ih, w_hh, b_ih, b_hh) if p is not None]
+            y, h_n, c_n = torch.lstm(x_own, (h0[None], c0[None]), weights, layout.has_biases, 1, 0.0, False, False,
+                                     False)  # the steps, in torch's kernel
+            h_previous = torch.cat([h0[None], y[:-1]]).view(steps * batch, -1)  # h_{t−1} of every step
+            gi = F.linear(x_own.reshape(steps * batch, -1), w_ih, None if b_ih is None else b_ih + b_hh)
+            pre = torch.addmm(gi, h_previous, w_hh.T)  # z = x W_ihᵀ + b_ih + b_hh + h_{t−1} W_hhᵀ, all steps
+            sigma = torch.sigmoid(pre)  # σ of every gate row (its g block goes unused)
+            i, f, _, _ = sigma.chunk(4, -1)
+            hidden = c0.shape[-1]
+            g = torch.tanh(pre.narrow(-1, 2 * hidden, hidden))  # g = tanh(z_g)
+            c, c_all = c0, []
+            for f_t, ig_t in zip(f.split(batch), (i * g).split(batch)):
+                c_all.append(c)  # c_{t−1}
+                c = torch.addcmul(ig_t, f_t, c)  # c_t = f_t ⊙ c_{t−1} + i_t ⊙ g_t
+            c_previous = torch.cat(c_all)
+            tanh_c = torch.tanh(torch.cat([*c_all[1:], c]))  # tanh(c_t)
+            rows = [sigma, g, c_previous, tanh_c, h_previous, y.view(steps * batch, -1)]
+            if direction:  # back in time order
+                rows = [r.view(steps, batch, -1).flip(0).reshape(steps * batch, -1) for r in rows]
+            kept.extend(rows[:5])
+            outputs.append(rows[5])
+            finals[0].append(h_n[0])
+            finals[1].append(c_n[0])
+        out = torch.cat(outputs, -1) if layout.directions > 1 else outputs[0]  # y_t = [h_t forward, h_t reverse]
+        x = out * masks[layer] if masks is not None and layer < layout.num_layers - 1 else out  # dropout between layers
+    return out, [torch.stack(final) for final in finals], kept
 
 
 def _unflatten_kept(x0: Tensor, kept: list[Tensor], layout: Layout):
@@ -586,7 +651,11 @@ class Recurrence(ManualFunction):
     @staticmethod
     def forward(kind, layout, input, h0, c0, masks, sorted_indices, unsorted_indices, keep, *params):
         states = [_states_in(s, layout, sorted_indices) for s in (h0, c0) if s is not None]
-        out, finals, _, kept = _through_time(kind, layout, _to_rows(input, layout), states, masks, params, keep)
+        x = _to_rows(input, layout)
+        if keep and _fused_lstm_fits(kind, layout, x):
+            out, finals, kept = _fused_lstm_through_time(layout, x, states, masks, params)
+        else:
+            out, finals, _, kept = _through_time(kind, layout, x, states, masks, params, keep)
         return (_from_rows(out, layout), *[_states_out(s, layout, unsorted_indices) for s in finals], *kept)
 
     @staticmethod
