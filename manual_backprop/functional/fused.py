@@ -32,7 +32,7 @@ def _linear_then(activation: type[activations.Elementwise], f_) -> type[ManualFu
     """The fused Function of Linear followed by ``activation`` (an Elementwise that saves its output),
     whose in-place form is ``f_``."""
     assert activation.saves == "output"
-    df = activation.df
+    df, chain = activation.df, activation.chain
 
     def forward(a_prev, weight, bias):
         z = F.linear(a_prev, weight, bias)  # z = a_prev · Wᵀ + b
@@ -47,7 +47,7 @@ def _linear_then(activation: type[activations.Elementwise], f_) -> type[ManualFu
 
     def backward(ctx, grad_a):
         a_prev, weight, a = ctx.saved_tensors
-        delta = grad_a * df(a)  # δ = ∂C/∂z = ∂C/∂a ⊙ f′(z)
+        delta = chain(grad_a, a)  # δ = ∂C/∂z = ∂C/∂a ⊙ f′(z)
         return linear_gradients(ctx.needs_input_grad, delta, a_prev, weight)  # δ·W, δᵀ·a_prev, Σ_n δ
 
     def jvp(ctx, tangent_a_prev, tangent_weight, tangent_bias):
