@@ -279,6 +279,29 @@ def test_a_saturated_gate_keeps_its_slope():
     assert (a * (1 - a))[-1] == 0  # what the output alone gives in float32
 
 
+@pytest.mark.parametrize("make, shape", [
+    (lambda: nn.LSTM(2, 3, 2, bidirectional=True, dropout=0.5), (4, 2, 2)),
+    (lambda: nn.LSTM(2, 3, proj_size=2, batch_first=True), (2, 4, 2)),
+    (lambda: Packed(nn.LSTM(2, 3, bidirectional=True), [2, 4, 1]), (7, 2)),
+    (lambda: nn.LSTM(2, 3, bias=False), (4, 2)),
+], ids=["2-layers-bidirectional-dropout", "proj_size-batch_first", "packed-bidirectional", "unbatched-no-bias"])
+def test_the_backward_from_kept_gates_is_the_one_that_recomputes_them(make, shape):
+    """Without create_graph the LSTM's backward reads the gates forward kept (LSTMStep.backward_through_time,
+    after torch's kernel ran the steps where it can); with it, the differentiable path runs the steps again.
+    Both give the same first derivatives."""
+    model = mbp.convert(make().to(DT))
+    x = torch.randn(*shape, dtype=DT, requires_grad=True)
+    grads = []
+    for create_graph in (False, True):
+        torch.manual_seed(0)
+        out = _grad_leaves(model(x))
+        weights = [torch.ones_like(t) * torch.arange(t.numel(), dtype=DT).view_as(t).cos() for t in out]
+        loss = sum((t * w).sum() for t, w in zip(out, weights))
+        grads.append(torch.autograd.grad(loss, [x, *model.parameters()], create_graph=create_graph))
+    for fast, recomputed in zip(*grads):
+        torch.testing.assert_close(fast, recomputed.detach(), rtol=1e-10, atol=1e-12)
+
+
 # -- forward mode, per-sample gradients, low precision -------------------------------------------------
 
 

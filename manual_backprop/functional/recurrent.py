@@ -671,7 +671,7 @@ class Recurrence(ManualFunction):
     def backward(ctx, grad_output, *grad_finals):
         kind, layout = ctx.kind, ctx.layout
         input, h0, c0, masks, sorted_indices, unsorted_indices, *params = ctx.saved_tensors
-        params, kept = params[:len(ctx.needs_input_grad) - 9], params[len(ctx.needs_input_grad) - 9:]
+        params, kept = params[:len(params) - ctx.kept], params[len(params) - ctx.kept:]  # what forward kept last
         grad_finals = grad_finals[:ctx.outputs - 1]  # the kept activations have no gradient
         states = [_states_in(s, layout, sorted_indices) for s in (h0, c0) if s is not None]
         fast = bool(kept) and not torch.is_grad_enabled()  # no second derivative asked for: read what forward kept
