@@ -45,6 +45,16 @@ def _apply(function: type[torch.autograd.Function], args: tuple):
     return function.apply(*args)
 
 
+def may_write_in_place(*operands) -> bool:
+    """Whether a backward may reuse a buffer it made itself in place (one full-size tensor less): not while
+    a second derivative is being built (grad mode on: autograd would need the buffer as it was), nor when
+    a vmap batches one of ``operands`` that is to be written into an unbatched buffer."""
+    if torch.is_grad_enabled():
+        return False
+    functorch = torch._C._functorch
+    return not any(functorch.is_functorch_wrapped_tensor(t) or functorch.is_legacy_batchedtensor(t) for t in operands)
+
+
 def _device_type(inputs) -> str:
     return next((t.device.type for t in inputs if isinstance(t, torch.Tensor)), "cpu")
 

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from manual_backprop.errors import LayerInputError
-from manual_backprop.functional._function import ManualFunction
+from manual_backprop.functional._function import ManualFunction, may_write_in_place
 
 
 class Elementwise(ManualFunction):
@@ -163,7 +163,7 @@ class Sigmoid(Elementwise):
         """δ = ∂C/∂a ⊙ a(1 − a), as g·a − (g·a)·a: two passes like g ⊙ σ′, but the second one in place, into
         the buffer the first made (fresh memory costs more than a pass). In place only when no second
         derivative is being built (``create_graph``): autograd would need g·a as it was."""
-        if torch.is_grad_enabled():
+        if not may_write_in_place():
             return grad_a * Sigmoid.df(a)
         delta = grad_a * a  # ∂C/∂a ⊙ a
         return delta.addcmul_(delta, a, value=-1)  # − (∂C/∂a ⊙ a) ⊙ a

@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.nn import _reduction
 
 from manual_backprop.errors import LayerInputError, shape
-from manual_backprop.functional._function import ManualFunction, float32_under_autocast
+from manual_backprop.functional._function import ManualFunction, float32_under_autocast, may_write_in_place
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -247,7 +247,8 @@ class ClassIndexCrossEntropy(ManualFunction):
             if ctx.reduction == "none":
                 g = g.unsqueeze(dim)  # one loss per sample: broadcast it over the classes
             y = target.unsqueeze(dim)
-            grad_z = p * g  # ∂(−log p_y)/∂z_j = p_j − [j = y]: the p_j part
+            # ∂(−log p_y)/∂z_j = p_j − [j = y]: the p_j part, times g (into p's own buffer where it may be)
+            grad_z = p.mul_(g) if grad_log_p is None and may_write_in_place(g) else p * g
             grad_z.scatter_add_(dim, y, (-g).expand(y.shape))  # the − [j = y] part, at the target only
         if grad_log_p is not None:
             # ∂C/∂z_j = Σ_i ∂C/∂log p_i · ([i = j] − p_j) = ∂C/∂log p_j − p_j · Σ_i ∂C/∂log p_i
