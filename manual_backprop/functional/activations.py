@@ -71,11 +71,19 @@ class Elementwise(ManualFunction):
     def df(saved: Tensor, *args) -> Tensor:
         raise NotImplementedError
 
+    #: whether ``df`` returns a new tensor of its own, shaped like the input (then ``chain`` may multiply
+    #: ∂C/∂a into it rather than into a third full-size tensor)
+    df_is_fresh = False
+
     @classmethod
     def chain(cls, grad_a: Tensor, saved: Tensor, *args) -> Tensor:
         """δ = ∂C/∂a ⊙ f′(z): the activation's factor of the chain rule (a subclass may compute the same
         product in fewer passes)."""
-        return grad_a * cls.df(saved, *args)
+        slope = cls.df(saved, *args)
+        if cls.df_is_fresh and slope.shape == grad_a.shape and slope.dtype == grad_a.dtype \
+                and may_write_in_place(grad_a):
+            return slope.mul_(grad_a)  # δ = f′(z) ⊙ ∂C/∂a, in the buffer f′ came in
+        return grad_a * slope  # δ = ∂C/∂a ⊙ f′(z)
 
     @classmethod
     def inplace(cls, z: Tensor, *args) -> Tensor:
@@ -173,6 +181,7 @@ class Tanh(Elementwise):
     """a = tanh(z);  tanh′(z) = 1 − a²."""
 
     saves = "output"
+    df_is_fresh = True
 
     @staticmethod
     def f(z):
@@ -187,6 +196,7 @@ class ReLU(Elementwise):
     """a = max(z, 0);  relu′(z) = [z > 0], read from the output: a > 0 exactly where z > 0."""
 
     saves = "output"
+    df_is_fresh = True
 
     @staticmethod
     def f(z):
