@@ -176,6 +176,8 @@ FUNCTION_CASES = [
     *[Case(f"losses-nll-weight-ignore-{r}", ML.nll_loss, F.nll_loss, _nll((6, 4), weight=True, ignore_index=2),
            {"reduction": r, "ignore_index": 2}) for r in REDUCTIONS],
     Case("losses-nll-unbatched", ML.nll_loss, F.nll_loss, _nll((4,))),
+    *[Case(f"losses-nll-spatial-plain-{r}", ML.nll_loss, F.nll_loss, _nll((2, 3, 2, 2)), {"reduction": r})
+      for r in REDUCTIONS],
     Case("losses-nll-spatial", ML.nll_loss, F.nll_loss, _nll((2, 3, 2, 2), weight=True, ignore_index=-100)),
     *[Case(f"losses-kl-{r}", ML.kl_div, F.kl_div, _kl(), {"reduction": r}) for r in ("batchmean", "sum", "none")],
     Case("losses-kl-log_target-batchmean", ML.kl_div, F.kl_div, _kl_log_target(),

@@ -768,6 +768,43 @@ class NLLLoss(ManualFunction):
         return torch.where(denominator > 0, tangent, 0.0) if ctx.reduction == "mean" else tangent
 
 
+class ClassIndexNLLLoss(ManualFunction):
+    """C = −Σ_n z_{n,y_n} / N: the negative log-likelihood in its plain case (each target a class in [0, C), no
+    class weights), without building the one-hot q of NLLLoss.
+
+    ∂C/∂z_{n,c} = −[c = y_n] · g / N: −g / N at each sample's target, 0 elsewhere (z itself is not needed).
+    Forward mode: Ċ = −Σ_n ż_{n,y_n} / N.
+    """
+
+    @staticmethod
+    def forward(z: Tensor, target: Tensor, reduction: str) -> Tensor:
+        return torch.nn.functional.nll_loss(z, target, reduction=reduction)  # −z_y, reduced: one kernel
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        z, target, ctx.reduction = inputs
+        ctx.z_shape, ctx.z_dtype = z.shape, z.dtype
+        ctx.save_for_backward(target)
+        ctx.save_for_forward(target)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (target,) = ctx.saved_tensors
+        dim = 1 if len(ctx.z_shape) >= 2 else 0
+        g = _upstream(grad, ctx.reduction, target.numel())  # g / N
+        y = target.unsqueeze(dim)
+        blame = (-g).unsqueeze(dim) if ctx.reduction == "none" else (-g).expand(y.shape)
+        grad_z = grad.new_zeros(ctx.z_shape, dtype=ctx.z_dtype)  # ∂C/∂z_{n,c} = 0 off the target
+        return grad_z.scatter(dim, y, blame.to(ctx.z_dtype)), None, None  # −g / N at the target
+
+    @staticmethod
+    def jvp(ctx, tangent_z, *_):
+        (target,) = ctx.saved_tensors
+        dim = 1 if tangent_z.dim() >= 2 else 0
+        at_target = tangent_z.gather(dim, target.unsqueeze(dim)).squeeze(dim)  # ż_y
+        return _reduce(-at_target, ctx.reduction, target.numel())
+
+
 class MultiLabelSoftMargin(ManualFunction):
     """One binary logistic loss per class, averaged over the K classes of each sample:
 
@@ -1209,7 +1246,9 @@ def nll_loss(
     if target.dtype not in dtypes:
         raise LayerInputError(f"nll_loss: target must hold class indices as {' or '.join(map(str, dtypes))} for "
                               f"input shape {shape(input)}, got {target.dtype}")
-    _check_class_index_target("nll_loss", input, target, ignore_index, dtypes)
+    every_target_a_class = _check_class_index_target("nll_loss", input, target, ignore_index, dtypes)
+    if every_target_a_class and weight is None:
+        return ClassIndexNLLLoss.call(input, target.long(), reduction)  # the textbook case, without q
     return NLLLoss.call(input, target.long(), weight, ignore_index, reduction)
 
 
@@ -1474,8 +1513,8 @@ def triplet_margin_loss(
 
 # torch's autocast computes every loss but the Gaussian NLL in float32; so do these
 float32_under_autocast(
-    MSELoss, CrossEntropy, ClassIndexCrossEntropy, L1Loss, SmoothL1Loss, HuberLoss, BinaryCrossEntropy,
-    BinaryCrossEntropyWithLogits, KLDiv,
+    MSELoss, CrossEntropy, ClassIndexCrossEntropy, ClassIndexNLLLoss, L1Loss, SmoothL1Loss, HuberLoss,
+    BinaryCrossEntropy, BinaryCrossEntropyWithLogits, KLDiv,
     PoissonNLL, SoftMargin, MarginRanking, HingeEmbedding, NLLLoss, MultiLabelSoftMargin, CosineEmbedding, MultiMargin,
     TripletMargin,
 )
