@@ -192,7 +192,7 @@ class LSTMStep:
         return tangent_m @ w_hr.T + m @ tangent_w_hr.T, tangent_c_new  # ḣ' = ṁ W_hrᵀ + m Ẇ_hrᵀ
 
     @staticmethod
-    def backward_through_time(kept, grad_y, carried, w_hh, w_hr, batch_sizes, order):
+    def backward_through_time(kept, grad_y, carried, w_hh, w_hr, batch_sizes, order, state0=True):
         """One direction's backward from what forward kept (time-major rows of σ(z), g, c, tanh(c'), h
         of every step, :meth:`kept`), without running the steps again. Not differentiable in the saved
         activations, so :class:`Recurrence` takes it only when no second derivative is asked for.
@@ -204,7 +204,8 @@ class LSTMStep:
             ∂C/∂h_t = ∂C/∂y_t + δ_{t+1} · W_hh     ∂C/∂m = ∂C/∂h_t (· W_hr with a projection)
             ∂C/∂c' = ∂C/∂c_t (carried) + ∂C/∂m ⊙ ∂m/∂c'
             δ_t = [∂C/∂c', ∂C/∂c', ∂C/∂c', ∂C/∂m] ⊙ K       ∂C/∂c_{t−1} = ∂C/∂c' ⊙ f
-        Returns δ of every step as rows, the carried (∂C/∂h_0, ∂C/∂c_0) and ∂C/∂W_hr (None without W_hr).
+        Returns δ of every step as rows, the carried (∂C/∂h_0, ∂C/∂c_0; ∂C/∂h_0 None unless ``state0``)
+        and ∂C/∂W_hr (None without W_hr).
         """
         sigma, g, c, tanh_c, _ = kept
         i, f, _, o = sigma.chunk(4, -1)
@@ -216,21 +217,29 @@ class LSTMStep:
         deltas, grads_h = [None] * len(batch_sizes), [None] * len(batch_sizes)
         # each step's rows, as views split off in one call each
         grads_y, cell_factors, gate_factors, fs = (r.split(batch_sizes) for r in (grad_y, cell_factor, gate_factor, f))
+        packed = batch_sizes[0] != batch_sizes[-1]  # samples end at different steps (sizes never grow)
         pending = None  # δ of the step just done, not yet multiplied by W_hh
         for t in order:
             n, grad_y_t = batch_sizes[t], grads_y[t]
-            if pending is not None and pending.shape[0] == n:
+            if pending is not None and (not packed or pending.shape[0] == n):
                 grad_h = torch.addmm(grad_y_t, pending, w_hh)  # ∂C/∂h_t = ∂C/∂y_t + δ_{t+1} · W_hh
             else:  # the first step back, or a packed batch that changed size: go through the full carried rows
                 if pending is not None:
                     carried_h = _first_rows_replaced(carried_h, pending @ w_hh)  # δ_{t+1} · W_hh
                 grad_h = grad_y_t + _first_rows(carried_h, n)  # ∂C/∂h_t = ∂C/∂y_t + what came back
             grad_m = grad_h if w_hr is None else grad_h @ w_hr  # ∂C/∂m = ∂C/∂h_t (· W_hr)
-            grad_c = torch.addcmul(_first_rows(carried_c, n), grad_m, cell_factors[t])  # ∂C/∂c'
+            carried_c_t = _first_rows(carried_c, n) if packed else carried_c  # ∂C/∂c_t from step t + 1
+            grad_c = torch.addcmul(carried_c_t, grad_m, cell_factors[t])  # ∂C/∂c' = ∂C/∂c_t + ∂C/∂m ⊙ ∂m/∂c'
             pending = torch.cat([grad_c, grad_c, grad_c, grad_m], -1) * gate_factors[t]  # δ_t
-            carried_c = _first_rows_replaced(carried_c, grad_c * fs[t])  # ∂C/∂c_{t−1} = ∂C/∂c' ⊙ f
-            deltas[t], grads_h[t] = pending, grad_h
-        carried_h = _first_rows_replaced(carried_h, pending @ w_hh)  # past the first step: ∂C/∂h_0
+            grad_c_previous = grad_c * fs[t]  # ∂C/∂c_{t−1} = ∂C/∂c' ⊙ f
+            carried_c = _first_rows_replaced(carried_c, grad_c_previous) if packed else grad_c_previous
+            deltas[t] = pending
+            if w_hr is not None:
+                grads_h[t] = grad_h
+        if state0:
+            carried_h = _first_rows_replaced(carried_h, pending @ w_hh)  # past the first step: ∂C/∂h_0
+        else:
+            carried_h = None  # h_0 needs no gradient: its last product is not formed
         grad_w_hr = None if w_hr is None else torch.cat(grads_h).T @ (o * tanh_c)  # Σ_t ∂C/∂h_tᵀ · m_t
         return torch.cat(deltas), (carried_h, carried_c), grad_w_hr
 
@@ -697,7 +706,7 @@ class Recurrence(ManualFunction):
                     rows = kept[layer][direction]
                     delta_i, carried, grad_w_hr = kind.backward_through_time(
                         rows, grad_y_own, carried, w_hh, w_hr, layout.batch_sizes,
-                        reversed(_time_order(len(layout.batch_sizes), direction)))
+                        reversed(_time_order(len(layout.batch_sizes), direction)), state0=ctx.needs_input_grad[3])
                     delta_h, h_previous = delta_i, rows[-1]  # δ_h = δ_i; h_{t−1} of every step
                     runs = [[]] * layout.directions  # no step left to take below
                 else:
@@ -736,9 +745,8 @@ class Recurrence(ManualFunction):
                     grad_params[w_hr_at] = grad_w_hr  # ∂C/∂W_hr = Σ_t ∂C/∂h_tᵀ · m_t
             grad_y = grad_x * masks[layer - 1] if layer > 0 and masks is not None else grad_x  # through dropout
         grad_input = None if grad_y is None else _from_rows(grad_y, layout)  # ∂C/∂x of layer 0, caller's layout
-        grad_states0 = [_states_in_adjoint(torch.stack(g), layout, sorted_indices) for g in grad_states0]
-        grad_h0 = grad_states0[0] if ctx.needs_input_grad[3] else None  # ∂C/∂h_0
-        grad_c0 = grad_states0[1] if len(grad_states0) > 1 and ctx.needs_input_grad[4] else None  # ∂C/∂c_0
+        grad_h0, grad_c0 = (_states_in_adjoint(torch.stack(g), layout, sorted_indices) if needed else None
+                            for g, needed in zip([*grad_states0, None], ctx.needs_input_grad[3:5]))  # ∂C/∂h_0, ∂C/∂c_0
         return None, None, grad_input, grad_h0, grad_c0, None, None, None, None, *grad_params
 
     @staticmethod
