@@ -563,21 +563,22 @@ def _fused_lstm_fits(kind, layout: Layout, x: Tensor) -> bool:
 _FUSED_DTYPES = (torch.float32, torch.float64)
 
 
-def _fused_lstm_through_time(layout: Layout, x: Tensor, states: list[Tensor], masks, params):
-    """What :func:`_through_time` returns with ``keep`` for the LSTM (no tape), with the steps run by
+def _fused_lstm_through_time(layout: Layout, x: Tensor, states: list[Tensor], masks, params, keep: bool):
+    """What :func:`_through_time` returns for the LSTM (no tape), with the steps run by
     torch's own LSTM kernel (``torch.lstm``, a forward op: one call per layer and direction instead of
     ten small ones per step). Backward then needs the gates of every step, which are a function of the
     outputs the kernel returned, so they are formed again for all steps at once:
         z_t = x_t W_ihᵀ + b_ih + b_hh + h_{t−1} W_hhᵀ      (h_{t−1}: h_0, then the outputs y shifted by one)
         σ(z), g = tanh(z_g)                                  (one call each, over all steps)
     leaving only the cell state's recurrence a loop, one addcmul per step: c_t = f_t ⊙ c_{t−1} + i_t ⊙ g_t.
-    The reverse direction runs on the time-flipped sequence and is flipped back.
+    The reverse direction runs on the time-flipped sequence and is flipped back. Without ``keep``
+    (no backward to come) the gates are not formed again.
     """
     steps, batch = len(layout.batch_sizes), layout.batch_sizes[0]
     finals: list[list[Tensor]] = [[], []]
     kept = []
     for layer in range(layout.num_layers):
-        if layer > 0:
+        if keep and layer > 0:
             kept.append(x)
         outputs = []
         for direction in range(layout.directions):
@@ -589,6 +590,11 @@ def _fused_lstm_through_time(layout: Layout, x: Tensor, states: list[Tensor], ma
             weights = [p for p in (w_ih, w_hh, b_ih, b_hh) if p is not None]
             y, h_n, c_n = torch.lstm(x_own, (h0[None], c0[None]), weights, layout.has_biases, 1, 0.0, False, False,
                                      False)  # the steps, in torch's kernel
+            finals[0].append(h_n[0])
+            finals[1].append(c_n[0])
+            if not keep:
+                outputs.append((y if direction == 0 else y.flip(0)).reshape(steps * batch, -1))
+                continue
             h_previous = torch.cat([h0[None], y[:-1]]).view(steps * batch, -1)  # h_{t−1} of every step
             gi = F.linear(x_own.reshape(steps * batch, -1), w_ih, None if b_ih is None else b_ih + b_hh)
             pre = torch.addmm(gi, h_previous, w_hh.T)  # z = x W_ihᵀ + b_ih + b_hh + h_{t−1} W_hhᵀ, all steps
@@ -607,8 +613,6 @@ def _fused_lstm_through_time(layout: Layout, x: Tensor, states: list[Tensor], ma
                 rows = [r.view(steps, batch, -1).flip(0).reshape(steps * batch, -1) for r in rows]
             kept.extend(rows[:5])
             outputs.append(rows[5])
-            finals[0].append(h_n[0])
-            finals[1].append(c_n[0])
         out = torch.cat(outputs, -1) if layout.directions > 1 else outputs[0]  # y_t = [h_t forward, h_t reverse]
         x = out * masks[layer] if masks is not None and layer < layout.num_layers - 1 else out  # dropout between layers
     return out, [torch.stack(final) for final in finals], kept
@@ -661,8 +665,8 @@ class Recurrence(ManualFunction):
     def forward(kind, layout, input, h0, c0, masks, sorted_indices, unsorted_indices, keep, *params):
         states = [_states_in(s, layout, sorted_indices) for s in (h0, c0) if s is not None]
         x = _to_rows(input, layout)
-        if keep and _fused_lstm_fits(kind, layout, x):
-            out, finals, kept = _fused_lstm_through_time(layout, x, states, masks, params)
+        if _fused_lstm_fits(kind, layout, x):
+            out, finals, kept = _fused_lstm_through_time(layout, x, states, masks, params, keep)
         else:
             out, finals, _, kept = _through_time(kind, layout, x, states, masks, params, keep)
         return (_from_rows(out, layout), *[_states_out(s, layout, unsorted_indices) for s in finals], *kept)
