@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch._C import _pop_torch_function_stack, _push_on_torch_function_stack
+from torch._dynamo.eval_frame import FrameAction, FrameExecStrategy, set_code_exec_strategy
 from torch._subclasses.fake_tensor import FakeTensor
 from torch._subclasses.functional_tensor import FunctionalTensor
 from torch.overrides import TorchFunctionMode
@@ -313,6 +314,13 @@ def _native_call(func: Callable, node: str) -> None:
 
 
 _ROUTER = _Router()
+# Under torch.compile, a graph break (torch's own ``bool((mask == causal).all())`` in nn.TransformerEncoder, say)
+# leaves the rest of that module to run eagerly, where every torch call enters the handler as a frame of its own.
+# Dynamo would then compile each such frame and the rules it calls (ops.add, a Function's call, ...) one by one,
+# tiny graphs with guards of their own, and break again inside them. Entered from eager code, the handler and all
+# it calls run eagerly, as torch's own modules do there; where dynamo traces a routed forward, it still inlines
+# the handler (this strategy is read only when a frame is entered, not when dynamo inlines one).
+set_code_exec_strategy(_Router.__torch_function__.__code__, FrameExecStrategy(FrameAction.SKIP, FrameAction.SKIP))
 
 
 class RoutedForward:
