@@ -68,6 +68,11 @@ SAMPLES_SHOWN = 4
 VALUES_SHOWN = 8
 
 
+#: activations whose derivative torch computes as a difference that cancels (tanhshrink′ = 1 − (1 − tanh²z)):
+#: it rounds to eps of 1 rather than of f′, which the tolerance allows for
+_DIFFERENCE_DERIVATIVES = (A.Tanhshrink,)
+
+
 # -- the chain: Linear layers, each with the activations that follow it ----------------------------
 @dataclass(frozen=True)
 class _Activation:
@@ -524,12 +529,14 @@ def _gradient_from(model: nn.Module, manual: bool, weight: str, x: Tensor, y: Te
         return torch.autograd.grad(rule.native(out, y), param)[0]
 
 
-def _tolerance(dtype: torch.dtype, grad: float, manual: float, autograd: float, products: Tensor) -> float:
-    """Relative: √eps of the gradient's size, plus the rounding a sum of the per-sample products can
-    pick up (a few eps of Σ|products|), so that a vanishing gradient of 1e-9 is not waved through by
-    an absolute bound."""
+def _tolerance(dtype: torch.dtype, grad: float, manual: float, autograd: float, magnitude: Tensor) -> float:
+    """Relative: √eps of the gradient's size, plus the rounding its sums can pick up: a few eps of
+    ``magnitude``, the gradient computed again with every factor and weight taken in absolute value
+    (the size of the terms that the sums over samples and over the units k of each δ·W add up, which
+    may cancel to far less). So a vanishing gradient of 1e-9 is not waved through by an absolute bound,
+    nor one that cancels to 1e-15 held to a bound its own rounding exceeds."""
     eps = torch.finfo(dtype).eps
-    return math.sqrt(eps) * max(abs(grad), abs(manual), abs(autograd)) + 64 * eps * float(products.abs().sum())
+    return math.sqrt(eps) * max(abs(grad), abs(manual), abs(autograd)) + 64 * eps * float(magnitude)
 
 
 def explain(model: nn.Module, inputs, targets, loss: str | nn.Module = "mse", *, weight: str,
@@ -563,23 +570,32 @@ def explain(model: nn.Module, inputs, targets, loss: str | nn.Module = "mse", *,
             a_prev = a
             z = a_prev @ w.T + (0 if b is None else b)  # z = a_prev · Wᵀ + b
             a, fprime = z, torch.ones_like(z)
+            size = fprime  # |f′| for the tolerance, at least 1 for an activation torch differentiates as a difference
             for act in layer.activations:
                 a, f_prime_here = act(a)
                 fprime = fprime * f_prime_here  # activations in a row: their f′ multiply (chain rule)
-            values.append((a_prev, z, a, fprime))
+                size = size * (f_prime_here.abs().clamp(min=1) if act.function in _DIFFERENCE_DERIVATIVES
+                               else f_prime_here.abs())
+            values.append((a_prev, z, a, fprime, size))
         _check_targets(y, a, rule)
 
         # backward: ∂C/∂a at the output from the loss; δ = f′(z) ⊙ ∂C/∂a; the layer below gets δ · W
         dC_da = rule.gradient(a, y)
         dC_da_from = f"loss: {rule.derivative.split(' = ', 1)[1]}"
         traced: list[LayerTrace] = []
-        for layer, (a_prev, z, a_layer, fprime) in zip(reversed(layers), reversed(values)):
+        # the same chain in absolute values: how large the terms the sums add are (for the tolerance)
+        scale = dC_da.abs()
+        scales = []
+        for layer, (a_prev, z, a_layer, fprime, size) in zip(reversed(layers), reversed(values)):
             delta = fprime * dC_da  # δ = ∂C/∂z = f′(z) ⊙ ∂C/∂a
             traced.append(LayerTrace(layer.path, layer.activation, layer.derivative, a_prev, z, a_layer, fprime,
                                      dC_da, delta, dC_da_from))
+            scales.append(scale)
             dC_da = delta @ layer.linear.weight  # ∂C/∂a_prev,j = Σ_k δ_k · w_kj
+            scale = (size * scale) @ layer.linear.weight.abs()
             dC_da_from = f"δ · W of {_name(layer.path)}"
         traced.reverse()
+        scales.reverse()
         loss_value = rule.value(a, y).item()
 
         # the one weight: ∂C/∂w_ji = a_prev_i · f′(z_j) · ∂C/∂a_j, per sample, and the sum
@@ -589,6 +605,7 @@ def explain(model: nn.Module, inputs, targets, loss: str | nn.Module = "mse", *,
         da_dz, dC_da_j, delta_j = mine.fprime[:, j], mine.dC_da[:, j], mine.delta[:, j]
         products = dz_dw * da_dz * dC_da_j
         grad = products.sum().item()
+        magnitude = (dz_dw.abs() * values[position][4][:, j] * scales[position][:, j]).sum()  # the terms' size
         downstream = ()
         if position + 1 < len(traced):
             below, w_below = traced[position + 1], layers[position + 1].linear.weight
@@ -611,6 +628,6 @@ def explain(model: nn.Module, inputs, targets, loss: str | nn.Module = "mse", *,
         loss=rule.name, loss_formula=formula, loss_derivative=rule.derivative, loss_value=loss_value,
         note=note, layers=tuple(traced[position:]), dz_dw=dz_dw, da_dz=da_dz, dC_da=dC_da_j, delta=delta_j,
         products=products, downstream=downstream, grad=grad, manual_grad=manual_grad, autograd_grad=autograd_grad,
-        tolerance=_tolerance(dtype, grad, manual_grad, autograd_grad, products), lr=lr, old=old, step=step,
+        tolerance=_tolerance(dtype, grad, manual_grad, autograd_grad, magnitude), lr=lr, old=old, step=step,
         new=old + step,
     )

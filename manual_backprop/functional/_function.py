@@ -49,7 +49,7 @@ def may_write_in_place(*operands) -> bool:
     """Whether a backward may reuse a buffer it made itself in place (one full-size tensor less): not while
     a second derivative is being built (grad mode on: autograd would need the buffer as it was), nor when
     a vmap batches one of ``operands`` that is to be written into an unbatched buffer."""
-    if torch.is_grad_enabled():
+    if torch.is_grad_enabled() or torch.compiler.is_compiling():  # (compiled, inductor plans the memory itself)
         return False
     functorch = torch._C._functorch
     return not any(functorch.is_functorch_wrapped_tensor(t) or functorch.is_legacy_batchedtensor(t) for t in operands)
