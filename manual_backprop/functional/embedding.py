@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from manual_backprop.errors import LayerInputError, shape
-from manual_backprop.functional._function import ManualFunction
+from manual_backprop.functional._function import ManualFunction, may_write_in_place
 from manual_backprop.functional.losses import _can_inspect_values
 
 _INDEX_DTYPES = (torch.int64, torch.int32)
@@ -36,7 +36,10 @@ def _row_gradient(i: Tensor, rows: Tensor, keep: Tensor | None, num_weights: int
         kept = slice(None) if keep is None else keep
         return torch.sparse_coo_tensor(i[kept].unsqueeze(0), rows[kept], (num_weights, rows.shape[1]),
                                        check_invariants=False)  # indices were checked in the forward
-    return rows.new_zeros(num_weights, rows.shape[1]).index_add(0, i, rows)  # ∂C/∂W[r] = Σ_{n : i_n = r} rows_n
+    table = rows.new_zeros(num_weights, rows.shape[1])
+    if may_write_in_place(rows):  # into the fresh zeros: index_add would copy the whole table first
+        return table.index_add_(0, i, rows)  # ∂C/∂W[r] = Σ_{n : i_n = r} rows_n
+    return table.index_add(0, i, rows)  # (the same, out of place: a second derivative, or a vmap over rows)
 
 
 class Embedding(ManualFunction):
