@@ -228,6 +228,25 @@ def test_training_gradient_is_the_textbook_formula():
     torch.testing.assert_close(grad_gamma, (delta * x_hat).sum(0))
 
 
+@pytest.mark.parametrize("affine", [True, False])
+def test_layer_norm_backward_from_the_saved_statistics_matches_the_differentiable_path(affine):
+    """LayerNormTraining's three backward paths give the same first derivatives: in place from the saved μ
+    and 1/σ (plain backward), out of place from them (vmap over δ), and recomputed from x (create_graph)."""
+    x = torch.randn(3, 4, 5, dtype=DT, requires_grad=True)
+    params = (torch.randn(4, 5, dtype=DT, requires_grad=True), torch.randn(4, 5, dtype=DT, requires_grad=True))
+    inputs = (x, *params) if affine else (x,)
+    y = MFN.layer_norm(x, [4, 5], *(params if affine else ()))
+    assert type(y.grad_fn).__name__ == "LayerNormTrainingBackward"
+    deltas = torch.randn(2, 3, 4, 5, dtype=DT)
+    in_place = torch.autograd.grad(y, inputs, deltas[0], retain_graph=True)
+    differentiable = torch.autograd.grad(y, inputs, deltas[0], retain_graph=True, create_graph=True)
+    batched = torch.autograd.grad(y, inputs, deltas, retain_graph=True, is_grads_batched=True)
+    for a, b, c in zip(in_place, differentiable, batched):
+        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(c[0], a)
+    torch.testing.assert_close(batched[0][1], torch.autograd.grad(y, x, deltas[1])[0])
+
+
 def test_unbatched_instance_norm_needs_no_native_node():
     native = torch.nn.InstanceNorm2d(2, affine=True, track_running_stats=True).to(DT)
     manual = mbp.convert(copy.deepcopy(native), strict=True)

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from manual_backprop.errors import LayerInputError, shape
-from manual_backprop.functional._function import ManualFunction
+from manual_backprop.functional._function import ManualFunction, may_write_in_place
 
 _REDUCED_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -196,8 +196,13 @@ class Normalization(ManualFunction):
     @staticmethod
     def backward(ctx, delta: Tensor):
         x, weight, *running = ctx.saved_tensors
-        reduction = ctx.reduction
         x_hat, rstd = Normalization._x_hat(ctx, x, running)  # x̂ and 1/σ
+        return Normalization._backward_through(ctx, delta, x, weight, x_hat, rstd)
+
+    @staticmethod
+    def _backward_through(ctx, delta: Tensor, x: Tensor, weight: Tensor | None, x_hat: Tensor, rstd: Tensor):
+        """∂C/∂x, ∂C/∂γ, ∂C/∂β from x̂ and 1/σ (as functions of x when a second derivative is built)."""
+        reduction = ctx.reduction
         delta = delta.to(x_hat.dtype)  # δ in the dtype the arithmetic runs in
         grad_x = grad_weight = grad_bias = None
         if ctx.training and x.numel() > 0 and reduction.params_per_set(x):
@@ -323,6 +328,90 @@ class BatchNormTraining(Normalization):
         if ctx.needs_input_grad[2]:
             grad_bias = _sum_over_shared(sum_delta, reduction, ctx.bias_like)  # ∂C/∂β = Σ δ
         return grad_x, grad_weight, grad_bias, None, None, None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, tangent_x, tangent_weight, tangent_bias, *_):
+        return _normalization_jvp(ctx, tangent_x, tangent_weight, tangent_bias), None, None
+
+
+class LayerNormTraining(Normalization):
+    """:class:`Normalization` for LayerNorm, its forward computed by torch's ``native_layer_norm`` forward,
+    which also returns the statistics μ and 1/σ of every row (one row: the trailing normalized_shape, N
+    elements): backward then needs no pass over x to find them again.
+
+    Outputs (y, μ, 1/σ); μ and 1/σ are not differentiable. With g = δ ⊙ γ, row by row,
+
+        ∂C/∂x = (1/σ)(g − mean(g) − x̂ ⊙ mean(g ⊙ x̂)),   ∂C/∂γ = Σ δ ⊙ x̂,   ∂C/∂β = Σ δ
+
+    When no second derivative is being built (grad mode off in backward), x̂ = (x − μ)/σ comes from the
+    saved μ and 1/σ, and where :func:`may_write_in_place` allows, everything is computed in one full-size
+    buffer (see :meth:`_in_place`). Otherwise x̂ and 1/σ are recomputed from x, so that a second derivative
+    sees how they depend on x.
+    """
+
+    @staticmethod
+    def forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, running_mean: Tensor | None,
+                running_var: Tensor | None, training: bool, momentum: float, eps: float,
+                reduction: Reduction) -> tuple[Tensor, Tensor, Tensor]:
+        normalized = x.shape[reduction.dims[0]:]
+        return torch.native_layer_norm(x, normalized, weight, bias, eps)  # (y = γ ⊙ x̂ + β, μ, 1/σ)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, _, _, ctx.training, _, ctx.eps, ctx.reduction = inputs
+        _, mu, rstd = output
+        ctx.mark_non_differentiable(mu, rstd)
+        ctx.bias_like = None if bias is None else (bias.shape, bias.dtype)
+        ctx.x_shape = x.shape
+        ctx.save_for_backward(x, weight, mu, rstd)
+        ctx.save_for_forward(x, weight, mu, rstd)
+
+    @staticmethod
+    def backward(ctx, delta: Tensor, _grad_mu, _grad_rstd):
+        x, weight, mu, rstd = ctx.saved_tensors
+        if torch.is_grad_enabled():  # a second derivative: x̂ and 1/σ as functions of x
+            x_hat, rstd, _, _ = _standardize(x, ctx.reduction, ctx.eps)
+            return Normalization._backward_through(ctx, delta, x, weight, x_hat, rstd)
+        n = ctx.reduction.count(x)  # N: the elements of one row
+        x, delta = x.reshape(-1, n), delta.reshape(-1, n)  # one row per μ and σ
+        mu, rstd = mu.reshape(-1, 1), rstd.reshape(-1, 1)
+        gamma = None if weight is None else weight.reshape(n)
+        if may_write_in_place(delta, x, mu, rstd):
+            grad_x, grad_weight = LayerNormTraining._in_place(ctx, delta, x, gamma, mu, rstd)
+        else:
+            x_hat = (x - mu) * rstd  # x̂ = (x − μ)/σ
+            grad_x = grad_weight = None
+            if ctx.needs_input_grad[0]:
+                g = delta if gamma is None else delta * gamma  # g = ∂C/∂x̂ = δ ⊙ γ
+                mean_g, mean_g_x_hat = g.mean(1, keepdim=True), (g * x_hat).mean(1, keepdim=True)
+                grad_x = (g - mean_g - x_hat * mean_g_x_hat) * rstd  # ∂C/∂x = (1/σ)(g − mean g − x̂ mean(g x̂))
+            if ctx.needs_input_grad[1]:
+                grad_weight = (delta * x_hat).sum(0)  # ∂C/∂γ = Σ δ ⊙ x̂
+        grad_x = None if grad_x is None else grad_x.reshape(ctx.x_shape)
+        grad_weight = None if grad_weight is None else grad_weight.reshape(weight.shape)
+        grad_bias = delta.sum(0).reshape(ctx.bias_like[0]) if ctx.needs_input_grad[2] else None  # ∂C/∂β = Σ δ
+        return grad_x, grad_weight, grad_bias, None, None, None, None, None, None
+
+    @staticmethod
+    def _in_place(ctx, delta: Tensor, x: Tensor, gamma: Tensor | None, mu: Tensor, rstd: Tensor):
+        """∂C/∂x and ∂C/∂γ, rows of x and δ in one full-size buffer of their own (on the CPU, fresh memory
+        costs more than a pass over it): first δ ⊙ x̂, whose sums are ∂C/∂γ and N·mean(g ⊙ x̂) = (δ ⊙ x̂)·γ,
+        then ∂C/∂x = (1/σ)(g − mean(g) − (x − μ) ⊙ mean(g ⊙ x̂)/σ), mean(g) = δ·γ/N."""
+        n = x.shape[1]
+        buffer = torch.empty_like(delta)  # the one full-size tensor allocated here, filled twice
+        delta_x_hat = torch.sub(x, mu, out=buffer).mul_(rstd).mul_(delta)  # δ ⊙ x̂, x̂ = (x − μ)/σ
+        grad_weight = delta_x_hat.sum(0) if ctx.needs_input_grad[1] else None  # ∂C/∂γ = Σ δ ⊙ x̂
+        if not ctx.needs_input_grad[0]:
+            return None, grad_weight
+        if gamma is None:
+            mean_g, mean_g_x_hat = delta.mean(1, keepdim=True), delta_x_hat.mean(1, keepdim=True)
+        else:
+            mean_g = (delta @ gamma).unsqueeze(1) / n  # mean(g) = δ·γ/N: through μ
+            mean_g_x_hat = (delta_x_hat @ gamma).unsqueeze(1) / n  # mean(g ⊙ x̂) = (δ ⊙ x̂)·γ/N: through σ
+        grad_x = torch.sub(x, mu, out=buffer).mul_(-rstd * mean_g_x_hat)  # − x̂ ⊙ mean(g ⊙ x̂), x̂ = (x − μ)/σ
+        grad_x = grad_x.sub_(mean_g)  # − mean(g)
+        grad_x = grad_x.add_(delta) if gamma is None else grad_x.addcmul_(delta, gamma)  # + g = δ ⊙ γ: directly
+        return grad_x.mul_(rstd), grad_weight  # times 1/σ: x̂ = (x − μ)/σ
 
     @staticmethod
     def jvp(ctx, tangent_x, tangent_weight, tangent_bias, *_):
@@ -555,7 +644,11 @@ def layer_norm(
     normalized = _normalized_shape(name, input, normalized_shape)
     _check_params(name, input, normalized, "normalized_shape", weight=weight, bias=bias)
     reduction = Reduction(tuple(range(input.dim() - len(normalized), input.dim())), normalized)
-    return Normalization.call(input, weight, bias, None, None, True, 0.0, float(eps), reduction)
+    args = (input, weight, bias, None, None, True, 0.0, float(eps), reduction)
+    if input.numel() > 0 and input.dtype in (torch.float32, torch.float64) and all(
+            t is None or t.dtype == input.dtype for t in (weight, bias)):
+        return LayerNormTraining.call(*args)[0]  # torch's kernel finds μ and 1/σ, and keeps them for backward
+    return Normalization.call(*args)
 
 
 def group_norm(
