@@ -33,7 +33,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch._C import _pop_torch_function_stack, _push_on_torch_function_stack
-from torch._dynamo.eval_frame import FrameAction, FrameExecStrategy, set_code_exec_strategy
 from torch._subclasses.fake_tensor import FakeTensor
 from torch._subclasses.functional_tensor import FunctionalTensor
 from torch.overrides import TorchFunctionMode
@@ -317,10 +316,15 @@ _ROUTER = _Router()
 # Under torch.compile, a graph break (torch's own ``bool((mask == causal).all())`` in nn.TransformerEncoder, say)
 # leaves the rest of that module to run eagerly, where every torch call enters the handler as a frame of its own.
 # Dynamo would then compile each such frame and the rules it calls (ops.add, a Function's call, ...) one by one,
-# tiny graphs with guards of their own, and break again inside them. Entered from eager code, the handler and all
-# it calls run eagerly, as torch's own modules do there; where dynamo traces a routed forward, it still inlines
-# the handler (this strategy is read only when a frame is entered, not when dynamo inlines one).
-set_code_exec_strategy(_Router.__torch_function__.__code__, FrameExecStrategy(FrameAction.SKIP, FrameAction.SKIP))
+# tiny graphs with guards of their own (the zoo transformer: 13 graphs, native 4). Entered from eager code, the
+# handler and all it calls run eagerly, as torch's own modules do there (10 graphs; the step as fast); where dynamo
+# traces a routed forward, it still inlines the handler (the strategy is read when a frame is entered, not inlined).
+try:
+    from torch._dynamo.eval_frame import FrameAction, FrameExecStrategy, set_code_exec_strategy
+except ImportError:  # an older torch has no per-code strategy: those frames are compiled one by one there
+    pass
+else:
+    set_code_exec_strategy(_Router.__torch_function__.__code__, FrameExecStrategy(FrameAction.SKIP, FrameAction.SKIP))
 
 
 class RoutedForward:
