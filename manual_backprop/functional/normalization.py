@@ -395,19 +395,20 @@ class LayerNormTraining(Normalization):
     @staticmethod
     def _in_place(ctx, delta: Tensor, x: Tensor, gamma: Tensor | None, mu: Tensor, rstd: Tensor):
         """∂C/∂x and ∂C/∂γ, rows of x and δ in one full-size buffer of their own (on the CPU, fresh memory
-        costs more than a pass over it): first δ ⊙ x̂, whose sums are ∂C/∂γ and N·mean(g ⊙ x̂) = (δ ⊙ x̂)·γ,
-        then ∂C/∂x = (1/σ)(g − mean(g) − (x − μ) ⊙ mean(g ⊙ x̂)/σ), mean(g) = δ·γ/N."""
+        costs more than a pass over it): first δ ⊙ (x − μ) = σ δ ⊙ x̂, whose sums give ∂C/∂γ = (1/σ)ᵀ(δ ⊙ (x − μ))
+        and mean(g ⊙ x̂) = (1/σ)(δ ⊙ (x − μ))·γ/N, then ∂C/∂x = (1/σ)(g − mean(g) − (x − μ) ⊙ mean(g ⊙ x̂)/σ),
+        mean(g) = δ·γ/N (matrix-vector products over the rows)."""
         n = x.shape[1]
         buffer = torch.empty_like(delta)  # the one full-size tensor allocated here, filled twice
-        delta_x_hat = torch.sub(x, mu, out=buffer).mul_(rstd).mul_(delta)  # δ ⊙ x̂, x̂ = (x − μ)/σ
-        grad_weight = delta_x_hat.sum(0) if ctx.needs_input_grad[1] else None  # ∂C/∂γ = Σ δ ⊙ x̂
+        delta_centered = torch.sub(x, mu, out=buffer).mul_(delta)  # δ ⊙ (x − μ) = σ δ ⊙ x̂
+        grad_weight = rstd.reshape(-1) @ delta_centered if ctx.needs_input_grad[1] else None  # ∂C/∂γ = Σ δ ⊙ x̂
         if not ctx.needs_input_grad[0]:
             return None, grad_weight
         if gamma is None:
-            mean_g, mean_g_x_hat = delta.mean(1, keepdim=True), delta_x_hat.mean(1, keepdim=True)
+            mean_g, mean_g_x_hat = delta.mean(1, keepdim=True), delta_centered.mean(1, keepdim=True) * rstd
         else:
             mean_g = (delta @ gamma).unsqueeze(1) / n  # mean(g) = δ·γ/N: through μ
-            mean_g_x_hat = (delta_x_hat @ gamma).unsqueeze(1) / n  # mean(g ⊙ x̂) = (δ ⊙ x̂)·γ/N: through σ
+            mean_g_x_hat = (delta_centered @ gamma).unsqueeze(1) * rstd / n  # mean(g ⊙ x̂) = (δ ⊙ x̂)·γ/N: through σ
         grad_x = torch.sub(x, mu, out=buffer).mul_(-rstd * mean_g_x_hat)  # − x̂ ⊙ mean(g ⊙ x̂), x̂ = (x − μ)/σ
         grad_x = grad_x.sub_(mean_g)  # − mean(g)
         grad_x = grad_x.add_(delta) if gamma is None else grad_x.addcmul_(delta, gamma)  # + g = δ ⊙ γ: directly
