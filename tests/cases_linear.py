@@ -1,14 +1,16 @@
 """Rows for the rest of the linear family (Linear itself is in cases.py)."""
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 
 import manual_backprop.functional as MF
 import manual_backprop.functional.linear  # noqa: F401
-from manual_backprop.functional.fused import LinearReLU, LinearSigmoid, LinearTanh, linear_then
+from manual_backprop.functional.fused import linear_chain
 from manual_backprop.functional.linear import flatten, unflatten
 
-from cases import DT, Case, ModuleCase, _linear, away_from_zero, leaf
+from cases import DT, Case, ModuleCase, away_from_zero, leaf
 
 
 def _bilinear(batch, bias=True):
@@ -30,19 +32,34 @@ FUNCTION_CASES += [
 ]
 
 
-def _fused(function):
-    return lambda x, w, b: linear_then(x, w, b, function)
+def _chain(kinds, batch=(4,), widths=(3, 4, 2), bias=True):
+    """A LinearChain's arguments: an input and W, b for each layer (widths[0] in, widths[-1] out)."""
+    def make():
+        params = []
+        for n_in, n_out in itertools.pairwise(widths):
+            params += [leaf(torch.randn(n_out, n_in, dtype=DT)), leaf(torch.randn(n_out, dtype=DT)) if bias else None]
+        return (leaf(torch.randn(*batch, widths[0], dtype=DT)), tuple(kinds), *params)
+    return make
 
 
-# a Linear and the activation after it as one Function (what nn.Sequential runs; functional/fused.py)
+def _chain_native(x, kinds, *params):
+    for layer, kind in enumerate(kinds):
+        x = F.linear(x, params[2 * layer], params[2 * layer + 1])
+        x = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu, None: lambda z: z}[kind](x)
+    return x
+
+
+def _relu_chain():
+    """One Linear + ReLU whose W picks x's first two features, so each z = x_j is at least 0.1 from the kink."""
+    return (leaf(away_from_zero(4, 3)), ("relu",), leaf(torch.eye(2, 3, dtype=DT)), leaf(torch.zeros(2, dtype=DT)))
+
+
+# Linear layers and their activations as one Function (what nn.Sequential runs; functional/fused.py)
 FUNCTION_CASES += [
-    Case("linear-then-sigmoid", _fused(LinearSigmoid), lambda x, w, b: torch.sigmoid(F.linear(x, w, b)),
-         _linear((4,))),
-    Case("linear-then-tanh-3d-no-bias", _fused(LinearTanh), lambda x, w, b: torch.tanh(F.linear(x, w, b)),
-         lambda: (leaf(torch.randn(2, 4, 3, dtype=DT)), leaf(torch.randn(2, 3, dtype=DT)), None)),
-    Case("linear-then-relu", _fused(LinearReLU), lambda x, w, b: torch.relu(F.linear(x, w, b)),
-         # W picks x's first two features, so each z = x_j, at least 0.1 from ReLU's kink at 0
-         lambda: (leaf(away_from_zero(4, 3)), leaf(torch.eye(2, 3, dtype=DT)), leaf(torch.zeros(2, dtype=DT)))),
+    Case("linear-chain-sigmoid-tanh", linear_chain, _chain_native, _chain(("sigmoid", "tanh"))),
+    Case("linear-chain-tanh-none-3d-no-bias", linear_chain, _chain_native,
+         _chain(("tanh", None, "sigmoid"), batch=(2, 3), widths=(3, 4, 4, 2), bias=False)),
+    Case("linear-chain-one-relu", linear_chain, _chain_native, _relu_chain),
 ]
 
 MODULE_CASES = [

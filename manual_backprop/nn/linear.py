@@ -6,8 +6,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from manual_backprop import functional as MF
-from manual_backprop.functional._function import ManualFunction
-from manual_backprop.functional.fused import linear_then
+from manual_backprop.functional.fused import linear_chain
 from manual_backprop.functional.linear import flatten, unflatten
 from manual_backprop.nn._base import names_the_layer, register
 
@@ -21,10 +20,10 @@ class Linear(nn.Linear):
         return MF.linear(input, self.weight, self.bias)
 
     @names_the_layer
-    def forward_then(self, input: Tensor, fused: type[ManualFunction]) -> Tensor:
-        """a = f(forward(input)), with the activation f after this layer in one fused Function
-        (:mod:`manual_backprop.functional.fused`); :class:`manual_backprop.nn.Sequential` calls it."""
-        return linear_then(input, self.weight, self.bias, fused)
+    def forward_chain(self, input: Tensor, kinds: tuple[str | None, ...], params: list[Tensor | None]) -> Tensor:
+        """The run of layers that starts here (this Linear, its activation, the next Linear, ...) as one
+        Function (:mod:`manual_backprop.functional.fused`); :class:`manual_backprop.nn.Sequential` calls it."""
+        return linear_chain(input, kinds, *params)
 
 
 @register(nn.Bilinear)
