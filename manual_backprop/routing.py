@@ -346,6 +346,12 @@ class RoutedForward:
 
     def __call__(self, *args, **kwargs):
         frame = _Frame(self.path or "(root)", type(self.module).__name__, self.strict, self.warned)
+        if isinstance(self.module, nn.TransformerEncoder) and len(args) < 4 and kwargs.get("is_causal") is None \
+                and torch.compiler.is_compiling():
+            # is_causal=None makes nn.TransformerEncoder ask bool((mask == causal).all()), a value dynamo cannot
+            # trace: the graph breaks there and the whole encoder runs eagerly. False is torch's own documented
+            # safe answer (the mask is applied as given, the same numbers), and the encoder compiles with the rest.
+            kwargs = {**kwargs, "is_causal": False}
         _state.frames.append(frame)
         try:
             if not _state.routing:
