@@ -36,6 +36,8 @@ class Elementwise(ManualFunction):
             super().__init_subclass__(**kwargs)
             return
         f, df, from_output = cls.f, cls.df, cls.saves == "output"
+        if "chain" not in cls.__dict__:
+            cls.chain = staticmethod(_default_chain(df, cls.df_is_fresh))
         chain = cls.chain
 
         def forward(z, *args):
@@ -75,15 +77,11 @@ class Elementwise(ManualFunction):
     #: ∂C/∂a into it rather than into a third full-size tensor)
     df_is_fresh = False
 
-    @classmethod
-    def chain(cls, grad_a: Tensor, saved: Tensor, *args) -> Tensor:
-        """δ = ∂C/∂a ⊙ f′(z): the activation's factor of the chain rule (a subclass may compute the same
-        product in fewer passes)."""
-        slope = cls.df(saved, *args)
-        if cls.df_is_fresh and slope.shape == grad_a.shape and slope.dtype == grad_a.dtype \
-                and may_write_in_place(grad_a):
-            return slope.mul_(grad_a)  # δ = f′(z) ⊙ ∂C/∂a, in the buffer f′ came in
-        return grad_a * slope  # δ = ∂C/∂a ⊙ f′(z)
+    @staticmethod
+    def chain(grad_a: Tensor, saved: Tensor, *args) -> Tensor:
+        """δ = ∂C/∂a ⊙ f′(z): the activation's factor of the chain rule. Each subclass gets
+        :func:`_default_chain` of its ``df`` unless it computes the same product its own way."""
+        raise NotImplementedError
 
     @classmethod
     def inplace(cls, z: Tensor, *args) -> Tensor:
@@ -94,6 +92,19 @@ class Elementwise(ManualFunction):
             return z.copy_(cls.call(z if cls.saves == "output" else z.clone(), *args))
         out = cls.Inplace.call(z, *args)
         return out[0] if isinstance(out, tuple) else out
+
+
+def _default_chain(df, df_is_fresh: bool):
+    """``chain`` of an activation that states only f′: δ = ∂C/∂a ⊙ f′(z). (A closure, not a method reading
+    the class: dynamo traces a backward that calls it, and cannot read a plain attribute of a Function.)"""
+
+    def chain(grad_a: Tensor, saved: Tensor, *args) -> Tensor:
+        slope = df(saved, *args)
+        if df_is_fresh and slope.shape == grad_a.shape and slope.dtype == grad_a.dtype and may_write_in_place(grad_a):
+            return slope.mul_(grad_a)  # δ = f′(z) ⊙ ∂C/∂a, in the buffer f′ came in
+        return grad_a * slope  # δ = ∂C/∂a ⊙ f′(z)
+
+    return chain
 
 
 def _inplace_variant(cls):
