@@ -269,6 +269,17 @@ def _normalization_jvp(ctx, tangent_x, tangent_weight, tangent_bias) -> Tensor:
     return tangent_y.to(x.dtype)
 
 
+def _save_with_statistics(ctx, inputs, output) -> None:
+    """setup_context of the Functions whose forward is torch's (BatchNormTraining, LayerNormTraining): the
+    outputs μ and 1/σ are not differentiable; x, γ, μ and 1/σ are saved."""
+    x, weight, bias, _, _, ctx.training, _, ctx.eps, ctx.reduction = inputs
+    _, mu, rstd = output
+    ctx.mark_non_differentiable(mu, rstd)
+    ctx.bias_like = None if bias is None else (bias.shape, bias.dtype)
+    ctx.save_for_backward(x, weight, mu, rstd)
+    ctx.save_for_forward(x, weight, mu, rstd)
+
+
 class BatchNormTraining(Normalization):
     """:class:`Normalization` for BatchNorm with batch statistics, its forward computed by torch's
     ``native_batch_norm`` forward, which also returns the statistics μ and 1/σ per channel (and updates
@@ -296,12 +307,7 @@ class BatchNormTraining(Normalization):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, weight, bias, _, _, ctx.training, _, ctx.eps, ctx.reduction = inputs
-        _, mu, rstd = output
-        ctx.mark_non_differentiable(mu, rstd)
-        ctx.bias_like = None if bias is None else (bias.shape, bias.dtype)
-        ctx.save_for_backward(x, weight, mu, rstd)
-        ctx.save_for_forward(x, weight, mu, rstd)
+        _save_with_statistics(ctx, inputs, output)
 
     @staticmethod
     def backward(ctx, delta: Tensor, _grad_mu, _grad_rstd):
@@ -358,13 +364,8 @@ class LayerNormTraining(Normalization):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, weight, bias, _, _, ctx.training, _, ctx.eps, ctx.reduction = inputs
-        _, mu, rstd = output
-        ctx.mark_non_differentiable(mu, rstd)
-        ctx.bias_like = None if bias is None else (bias.shape, bias.dtype)
-        ctx.x_shape = x.shape
-        ctx.save_for_backward(x, weight, mu, rstd)
-        ctx.save_for_forward(x, weight, mu, rstd)
+        _save_with_statistics(ctx, inputs, output)
+        ctx.x_shape = inputs[0].shape
 
     @staticmethod
     def backward(ctx, delta: Tensor, _grad_mu, _grad_rstd):

@@ -20,28 +20,24 @@ CONTAINERS: dict[type[nn.Module], type[nn.Module]] = {}
 PATH_ATTR = "_manual_backprop_path"
 
 
-def register(native: type[nn.Module]):
-    """Class decorator: ``@register(nn.Linear)`` makes ``convert`` swap nn.Linear for this class."""
-
+def _registers_in(table: dict[type[nn.Module], type[nn.Module]], native: type[nn.Module]):
     def decorate(manual: type[nn.Module]) -> type[nn.Module]:
         if not issubclass(manual, native):
             raise TypeError(f"{manual.__name__} must subclass {native.__name__} to replace it")
-        SUPPORTED_MODULES[native] = manual
+        table[native] = manual
         return manual
 
     return decorate
+
+
+def register(native: type[nn.Module]):
+    """Class decorator: ``@register(nn.Linear)`` makes ``convert`` swap nn.Linear for this class."""
+    return _registers_in(SUPPORTED_MODULES, native)
 
 
 def register_container(native: type[nn.Module]):
     """Class decorator: ``convert`` swaps the native container class for this one (not a layer)."""
-
-    def decorate(manual: type[nn.Module]) -> type[nn.Module]:
-        if not issubclass(manual, native):
-            raise TypeError(f"{manual.__name__} must subclass {native.__name__} to replace it")
-        CONTAINERS[native] = manual
-        return manual
-
-    return decorate
+    return _registers_in(CONTAINERS, native)
 
 
 def layer_name(module: nn.Module) -> str:
