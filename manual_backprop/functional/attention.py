@@ -50,6 +50,10 @@ def _probabilities(q: Tensor, k: Tensor, m: Tensor | None, scale: float, safe: b
     s = q @ k.transpose(-2, -1) * scale  # S = Q·Kᵀ·scale
     if m is not None:
         s = s + m.to(s.dtype)  # + M
+    return _softmax_rows(s, safe)
+
+
+def _softmax_rows(s: Tensor, safe: bool) -> Tensor:
     p = torch.softmax(s, -1)  # P = softmax(S), row by row
     if safe:
         p = torch.where((s == NEG_INF).all(-1, keepdim=True), 0.0, p)  # a fully masked row: P = 0
@@ -384,10 +388,7 @@ def _head_probabilities(qh: Tensor, kh: Tensor, m: Tensor | None, scale: float, 
         s = torch.baddbmm(q3.new_zeros(()), q3, k3t, beta=0, alpha=scale).view(n, h, length, -1)  # S = Q·Kᵀ·scale
         if m is not None:
             s = s + m.to(s.dtype)  # + M
-    p = torch.softmax(s, -1)  # P = softmax(S), row by row
-    if safe:
-        p = torch.where((s == NEG_INF).all(-1, keepdim=True), 0.0, p)  # a fully masked row: P = 0
-    return p
+    return _softmax_rows(s, safe)
 
 
 class AttentionHeads(ManualFunction):
@@ -572,7 +573,7 @@ def _check_mha(query, key, value, key_padding_mask, attn_mask, embed_dim_to_chec
                               f"{(n, n_keys) if batched else (n_keys,)} (sequences, key positions)")
     if attn_mask is not None:
         expected = [(length, n_keys), (n * num_heads, length, n_keys)]
-        if shape(attn_mask) not in expected:
+        if all(shape(attn_mask) != e for e in expected):  # (== each: `in` misjudges symbolic sizes under dynamo)
             raise LayerInputError(f"{name}: attn_mask shape {shape(attn_mask)} is not {expected[0]} or "
                                   f"{expected[1]} (sequences × heads, queries, keys)")
     if is_causal and attn_mask is None:
