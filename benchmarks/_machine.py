@@ -1,4 +1,4 @@
-"""What the benchmark scripts say about the machine they ran on."""
+"""What the benchmark scripts share: what they say about the machine they ran on, and how they write docs."""
 
 from __future__ import annotations
 
@@ -15,3 +15,13 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def write_block(docs: Path, begin: str, end: str, section: str) -> None:
+    """Replace the block from ``begin`` to ``end`` in ``docs`` by ``section`` (which holds both markers)."""
+    text = docs.read_text()
+    if begin not in text or end not in text:
+        raise SystemExit(f"{docs} has no {begin} ... {end} block to replace")
+    head, rest = text.split(begin, 1)
+    docs.write_text(head + section + rest.split(end, 1)[1])
+    print(f"updated {docs.relative_to(docs.parents[1])}")

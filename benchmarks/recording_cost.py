@@ -59,7 +59,7 @@ from lightning_modules.callbacks import ErrorTermLogger  # noqa: E402
 from lightning_modules.data import DigitsDataModule  # noqa: E402
 from lightning_modules.module import ManualBackpropModule  # noqa: E402
 
-from _machine import cpu_name  # noqa: E402  (benchmarks/, the script's own folder)
+from _machine import cpu_name, write_block  # noqa: E402  (benchmarks/, the script's own folder)
 
 DOCS = ROOT / "docs" / "performance.md"
 BEGIN, END = "<!-- recording_cost: begin (written by benchmarks/recording_cost.py) -->", "<!-- recording_cost: end -->"
@@ -270,15 +270,6 @@ def report(result: Result, repeats: int, command: str, extra: type[pl.Callback])
     ])
 
 
-def write_docs(section: str) -> None:
-    text = DOCS.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{DOCS} has no {BEGIN} ... {END} block to replace")
-    head, rest = text.split(BEGIN, 1)
-    DOCS.write_text(head + section + rest.split(END, 1)[1])
-    print(f"updated {DOCS.relative_to(ROOT)}")
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=20, help="timed pairs of runs (default 20)")
@@ -307,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
     section = report(result, repeats, command, extra)
     print(section)
     if args.write_docs:
-        write_docs(section)
+        write_block(DOCS, BEGIN, END, section)
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from a checkout: manual_backpro
 import manual_backprop  # noqa: E402
 from tests.zoo import LSTMTagger, TransformerEncoderModel  # noqa: E402
 
-from _machine import cpu_name  # noqa: E402  (benchmarks/, the script's own folder)
+from _machine import cpu_name, write_block  # noqa: E402  (benchmarks/, the script's own folder)
 
 DOCS = ROOT / "docs" / "performance.md"
 BEGIN, END = "<!-- training_step: begin (written by benchmarks/training_step.py) -->", "<!-- training_step: end -->"
@@ -487,15 +487,6 @@ def report(rows: list[Row], compile_: bool, quick: bool, command: str, code: str
     return "\n".join(lines)
 
 
-def write_docs(section: str) -> None:
-    text = DOCS.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{DOCS} has no {BEGIN} ... {END} block to replace")
-    head, rest = text.split(BEGIN, 1)
-    DOCS.write_text(head + section + rest.split(END, 1)[1])
-    print(f"updated {DOCS.relative_to(ROOT)}")
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(SPEC_BY_NAME),
@@ -541,7 +532,7 @@ def main(argv: list[str] | None = None) -> None:
     section = report(rows, args.compile, args.quick, command, code)
     print(section)
     if args.write_docs:
-        write_docs(section)
+        write_block(DOCS, BEGIN, END, section)
 
 
 if __name__ == "__main__":

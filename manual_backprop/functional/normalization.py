@@ -124,6 +124,16 @@ def _sum_over_shared(t: Tensor, reduction: Reduction, like: tuple[torch.Size, to
     return t.sum_to_size(reduction.param_shape).reshape(param_shape).to(param_dtype)
 
 
+def _affine_grads(ctx, sum_delta_x_hat: Tensor, sum_delta: Tensor, weight: Tensor | None, reduction: Reduction):
+    """(∂C/∂γ, ∂C/∂β) from the per-set sums Σ δ ⊙ x̂ and Σ δ, each where wanted."""
+    grad_weight = grad_bias = None
+    if ctx.needs_input_grad[1]:
+        grad_weight = _sum_over_shared(sum_delta_x_hat, reduction, (weight.shape, weight.dtype))  # ∂C/∂γ = Σ δ ⊙ x̂
+    if ctx.needs_input_grad[2]:
+        grad_bias = _sum_over_shared(sum_delta, reduction, ctx.bias_like)  # ∂C/∂β = Σ δ
+    return grad_weight, grad_bias
+
+
 def _update_running_stats(running_mean: Tensor, running_var: Tensor, mu: Tensor, var: Tensor, n: int,
                           momentum: float) -> None:
     """r ← (1 − momentum)·r + momentum·statistic, with the unbiased variance Σ(x − μ)²/(N − 1).
@@ -232,14 +242,11 @@ class Normalization(ManualFunction):
         sum_delta = delta.sum(reduction.dims, keepdim=True)  # Σδ: through μ, and ∂C/∂β
         sum_delta_x_hat = (delta * x_hat).sum(reduction.dims, keepdim=True)  # Σδ ⊙ x̂: through σ, and ∂C/∂γ
         scale = rstd if weight is None else rstd * _broadcast(weight, x_hat, reduction)  # γ/σ
-        grad_x = grad_weight = grad_bias = None
+        grad_x = None
         if ctx.needs_input_grad[0]:
             grad_x = torch.addcmul(delta - sum_delta / n, x_hat, sum_delta_x_hat, value=-1 / n)  # δ − Σδ/N − x̂ Σδx̂/N
             grad_x = (grad_x * scale).to(x.dtype)  # times γ/σ: y = γ(x − μ)/σ + β
-        if ctx.needs_input_grad[1]:
-            grad_weight = _sum_over_shared(sum_delta_x_hat, reduction, (weight.shape, weight.dtype))  # ∂C/∂γ = Σ δ ⊙ x̂
-        if ctx.needs_input_grad[2]:
-            grad_bias = _sum_over_shared(sum_delta, reduction, ctx.bias_like)  # ∂C/∂β = Σ δ
+        grad_weight, grad_bias = _affine_grads(ctx, sum_delta_x_hat, sum_delta, weight, reduction)
         return grad_x, grad_weight, grad_bias, None, None, None, None, None, None
 
     @staticmethod
@@ -323,16 +330,13 @@ class BatchNormTraining(Normalization):
         delta_centered = buffer.copy_(x).sub_(mu).mul_(delta)  # δ ⊙ (x − μ) = σ δ ⊙ x̂
         sum_delta_x_hat = delta_centered.sum(reduction.dims, keepdim=True) * rstd  # Σδ ⊙ x̂: through σ, and ∂C/∂γ
         scale = rstd if weight is None else rstd * _broadcast(weight, buffer, reduction)  # γ/σ
-        grad_x = grad_weight = grad_bias = None
+        grad_x = None
         if ctx.needs_input_grad[0]:
             grad_x = buffer.copy_(x).sub_(mu)  # x − μ = σ x̂
             grad_x = grad_x.mul_(scale * rstd * sum_delta_x_hat / -n)  # − (γ/σ) x̂ Σδx̂/N: through σ
             grad_x = grad_x.addcmul_(delta, scale)  # + (γ/σ) δ: directly
             grad_x = grad_x.sub_(scale * sum_delta / n)  # − (γ/σ) Σδ/N: through μ
-        if ctx.needs_input_grad[1]:
-            grad_weight = _sum_over_shared(sum_delta_x_hat, reduction, (weight.shape, weight.dtype))  # ∂C/∂γ = Σ δ ⊙ x̂
-        if ctx.needs_input_grad[2]:
-            grad_bias = _sum_over_shared(sum_delta, reduction, ctx.bias_like)  # ∂C/∂β = Σ δ
+        grad_weight, grad_bias = _affine_grads(ctx, sum_delta_x_hat, sum_delta, weight, reduction)
         return grad_x, grad_weight, grad_bias, None, None, None, None, None, None
 
     @staticmethod
