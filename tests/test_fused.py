@@ -37,7 +37,7 @@ def _step(model, x, y):
 
 
 @pytest.mark.parametrize("activation", [nn.Sigmoid, nn.Tanh, nn.ReLU, lambda: nn.ReLU(inplace=True)])
-def test_fused_pairs_give_the_very_same_numbers_as_layer_by_layer(activation):
+def test_a_fused_chain_gives_the_very_same_numbers_as_layer_by_layer(activation):
     model = mbp.convert(_mlp(activation))
     x, y = torch.randn(16, 5), torch.randint(0, 3, (16,))
     loss_fused, grads_fused = _step(model, x, y)

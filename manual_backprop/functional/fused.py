@@ -71,14 +71,12 @@ class LinearChain(ManualFunction):
     def setup_context(ctx, inputs, output):
         a_0, ctx.kinds, *params = inputs
         ctx.set_materialize_grads(False)  # a_1 … a_{L−1} get a gradient of their own only in a second derivative
-        ctx.biases = [b is not None for b in params[1::2]]
-        needs_a_0, needs_w_1 = ctx.needs_input_grad[0], ctx.needs_input_grad[2]
+        needs_w_1 = ctx.needs_input_grad[2]
         # a_0 only if ∂C/∂W_1 reads it, as Linear saves it; a_1 … a_{L−1}, read by f′ and by ∂C/∂W above them;
         # a_L only if f_L′ reads it
         ctx.save_for_backward(a_0 if needs_w_1 else None, *params[0::2], *output[1:],
                               output[0] if ctx.kinds[-1] is not None else None)
         ctx.save_for_forward(a_0, *params[0::2], *output[1:], output[0])
-        ctx.needs_a_0 = needs_a_0
 
     @staticmethod
     def backward(ctx, grad_a_top: Tensor | None, *grad_a_inner: Tensor | None):
@@ -97,7 +95,7 @@ class LinearChain(ManualFunction):
             kind = ctx.kinds[layer]
             delta = grad_a if kind is None else ACTIVATIONS[kind][0].chain(grad_a, a[layer + 1])  # δ_l = ∂C/∂a_l ⊙ f′
             del grad_a  # (its memory back before the products)
-            wanted = (layer > 0 or ctx.needs_a_0, needs[2 * layer], ctx.biases[layer] and needs[2 * layer + 1])
+            wanted = (layer > 0 or ctx.needs_input_grad[0], needs[2 * layer], needs[2 * layer + 1])  # (b None: False)
             grad_a, grads[2 * layer], grads[2 * layer + 1] = linear_gradients(  # δ_l·W_l, δ_lᵀ·a_{l−1}, Σ_n δ_l
                 wanted, delta, a[layer], weights[layer])
             del delta
